@@ -13,13 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
 BASIS_POINTS = 10_000
 
 
+def _require_int(**values: object) -> None:
+    # A float here would mean binary rounding has already happened somewhere upstream.
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int (minor units), not {type(value).__name__}")
+
+
 def divide(numerator: int, denominator: int) -> int:
     """Integer division rounded half-even; denominators are positive."""
+    _require_int(numerator=numerator, denominator=denominator)
     if denominator <= 0:
         raise ValueError("denominator must be positive")
     q, r = divmod(numerator, denominator)
@@ -45,6 +54,9 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
     Largest-remainder method: each part gets its floor share, and the leftover
     minor units go to the parts with the largest remainders (earliest first on ties).
     """
+    _require_int(total=total)
+    for weight in weights:
+        _require_int(weight=weight)
     if not weights or any(w < 0 for w in weights) or sum(weights) == 0:
         raise ValueError("weights must be non-negative and not all zero")
     weight_sum = sum(weights)
@@ -74,6 +86,8 @@ def prorate_month(amount: int, *, month_start: date, covered_start: date, covere
     move-in on the 15th, or a charge that starts mid-month) therefore sums to
     exactly `amount`, to the minor unit, whatever order the pieces are billed in.
     """
+    # Offsets count from the 1st even if a caller passes another day of the month.
+    month_start = month_start.replace(day=1)
     total_days = days_in_month(month_start)
     start = min(max((covered_start - month_start).days, 0), total_days)
     end = min(max((covered_end - month_start).days, 0), total_days)
@@ -83,5 +97,27 @@ def prorate_month(amount: int, *, month_start: date, covered_start: date, covere
 
 
 def quantize(value: Decimal) -> int:
-    """Round an already-computed Decimal amount of minor units (e.g. metered usage)."""
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    """Round an already-computed Decimal amount of minor units (e.g. metered usage).
+
+    Half-even, like `divide`. Floats are refused: they would carry binary rounding in.
+    """
+    if not isinstance(value, Decimal):
+        raise TypeError(f"value must be a Decimal, not {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite amount")
+    # Exact ratio instead of Decimal.quantize, which fails past the 28-digit context.
+    return divide(*value.as_integer_ratio())
+
+
+def multiply(quantity: Decimal | int, rate: Decimal | int) -> int:
+    """`quantity * rate` in minor units (e.g. 12.5 m³ at 215.5 cents/m³), rounded once, half-even.
+
+    The product is exact (no Decimal context precision) so only the final rounding applies.
+    """
+    for name, value in (("quantity", quantity), ("rate", rate)):
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise TypeError(f"{name} must be a Decimal or int, not {type(value).__name__}")
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise ValueError(f"{name} {value} is not finite")
+    product = Fraction(quantity) * Fraction(rate)
+    return divide(product.numerator, product.denominator)

@@ -27,6 +27,15 @@ def scoped_get(model, *, landlord: Landlord, pk) -> object:
     return get_object_or_404(model.objects.for_landlord(landlord), pk=pk)
 
 
+def scoped_landlord(*, landlord: Landlord) -> Landlord:
+    """A fresh copy of the current landlord (forms mutate the instance they edit)."""
+    return Landlord.objects.get(pk=landlord.pk)
+
+
+def membership_get(*, landlord: Landlord, pk) -> Membership:
+    return get_object_or_404(Membership.objects.filter(landlord=landlord).select_related("user"), pk=pk)
+
+
 def property_list(*, landlord: Landlord, search: str = "") -> QuerySet[Property]:
     qs = Property.objects.for_landlord(landlord).annotate(unit_count=Count("units"))
     if search:

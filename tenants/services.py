@@ -91,6 +91,10 @@ def landlord_sign_up(*, name: str, email: str, password: str, timezone_name: str
     return membership
 
 
+def user_exists(*, email: str) -> bool:
+    return get_user_model().objects.filter(username__iexact=email.strip()).exists()
+
+
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -112,6 +116,19 @@ def staff_invitation_create(*, landlord: Landlord, email: str, role: str, invite
     audit(landlord=landlord, actor=invited_by, action="staff.invite", obj=invitation,
           summary=f"Invited {invitation.email} as {role}")
     return invitation, token
+
+
+def staff_invitation_send(*, invitation: StaffInvitation, link: str) -> None:
+    """Email the invitation link (sent after the invitation is committed)."""
+    from django.core.mail import send_mail
+
+    landlord = invitation.landlord
+    transaction.on_commit(lambda: send_mail(
+        subject=f"You are invited to {landlord.name} on Rentledger",
+        message=(f"{invitation.invited_by.email} invited you to join {landlord.name} as "
+                 f"{invitation.get_role_display().lower()}.\n\nAccept within 7 days: {link}\n"),
+        from_email=None, recipient_list=[invitation.email],
+    ))
 
 
 def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
