@@ -19,12 +19,34 @@ RUN = ROOT / ".data" / "run"
 PORT = int(os.environ.get("PORT", "8000"))
 
 PROCESSES = {
-    "web": [str(VENV_BIN / "gunicorn"), "billing_site.wsgi", "--bind", f"0.0.0.0:{PORT}",
-            "--workers", "3", "--access-logfile", "-"],
-    "worker": [str(VENV_BIN / "celery"), "-A", "billing_site", "worker", "--pool=prefork",
-               "--concurrency=2", "--loglevel=INFO"],
-    "beat": [str(VENV_BIN / "celery"), "-A", "billing_site", "beat", "--loglevel=INFO",
-             "--schedule", str(RUN / "celerybeat-schedule")],
+    "web": [
+        str(VENV_BIN / "gunicorn"),
+        "billing_site.wsgi",
+        "--bind",
+        f"0.0.0.0:{PORT}",
+        "--workers",
+        "3",
+        "--access-logfile",
+        "-",
+    ],
+    "worker": [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "billing_site",
+        "worker",
+        "--pool=prefork",
+        "--concurrency=2",
+        "--loglevel=INFO",
+    ],
+    "beat": [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "billing_site",
+        "beat",
+        "--loglevel=INFO",
+        "--schedule",
+        str(RUN / "celerybeat-schedule"),
+    ],
 }
 
 
@@ -58,7 +80,9 @@ def main() -> int:
         while True:
             for name, proc in children.items():
                 if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
+                    print(
+                        f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr
+                    )
                     stop()
                     return 1
             time.sleep(0.5)

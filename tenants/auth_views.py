@@ -23,8 +23,13 @@ class SignUpView(View):
             data = form.cleaned_data
             try:
                 membership = services.landlord_sign_up(
-                    name=data["company"], full_name=data["full_name"], email=data["email"],
-                    password=data["password"], timezone_name=data["timezone"], currency=data["currency"])
+                    name=data["company"],
+                    full_name=data["full_name"],
+                    email=data["email"],
+                    password=data["password"],
+                    timezone_name=data["timezone"],
+                    currency=data["currency"],
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -44,11 +49,17 @@ class InvitationAcceptView(View):
         existing = request.user if request.user.is_authenticated else None
         needs_password = existing is None and not services.user_exists(email=invitation.email)
         form = form or AcceptInvitationForm(needs_password=needs_password)
-        return invitation, {"invitation": invitation, "form": form, "needs_password": needs_password}
+        return invitation, {
+            "invitation": invitation,
+            "form": form,
+            "needs_password": needs_password,
+        }
 
     def get(self, request, token: str):
         _invitation, context = self._context(request, token)
-        return render(request, "registration/invitation.html", context, status=200 if _invitation else 410)
+        return render(
+            request, "registration/invitation.html", context, status=200 if _invitation else 410
+        )
 
     def post(self, request, token: str):
         invitation, context = self._context(request, token)
@@ -58,12 +69,17 @@ class InvitationAcceptView(View):
         if form.is_valid():
             user = request.user if request.user.is_authenticated else None
             if user is None and not context["needs_password"]:
-                messages.info(request, "You already have an account: log in, then open the link again.")
+                messages.info(
+                    request, "You already have an account: log in, then open the link again."
+                )
                 return redirect(f"/accounts/login/?next={request.path}")
             try:
                 membership = services.staff_invitation_accept(
-                    token=token, user=user, password=form.cleaned_data.get("password", ""),
-                    full_name=form.cleaned_data.get("full_name", ""))
+                    token=token,
+                    user=user,
+                    password=form.cleaned_data.get("password", ""),
+                    full_name=form.cleaned_data.get("full_name", ""),
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:

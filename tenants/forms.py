@@ -54,7 +54,9 @@ class AmountInput(forms.CharField):
         super().__init__(**kwargs)
 
 
-def amount_to_minor(form: forms.Form, field: str, currency: str, *, allow_zero: bool = False) -> int | None:
+def amount_to_minor(
+    form: forms.Form, field: str, currency: str, *, allow_zero: bool = False
+) -> int | None:
     text = form.cleaned_data.get(field)
     if text in (None, ""):
         return None
@@ -64,7 +66,9 @@ def amount_to_minor(form: forms.Form, field: str, currency: str, *, allow_zero: 
         form.add_error(field, str(exc).replace("'", ""))
         return None
     if minor < 0 or (minor == 0 and not allow_zero):
-        form.add_error(field, "Enter an amount greater than zero." if not allow_zero else "Enter zero or more.")
+        form.add_error(
+            field, "Enter an amount greater than zero." if not allow_zero else "Enter zero or more."
+        )
         return None
     return minor
 
@@ -115,8 +119,20 @@ class LandlordSettingsForm(forms.ModelForm):
     class Meta:
         model = Landlord
         fields = [
-            "name", "timezone", "default_currency", "email", "phone", "address_line1", "address_line2",
-            "city", "postal_code", "country", "tax_id", "brand_color", "logo", "invoice_footer",
+            "name",
+            "timezone",
+            "default_currency",
+            "email",
+            "phone",
+            "address_line1",
+            "address_line2",
+            "city",
+            "postal_code",
+            "country",
+            "tax_id",
+            "brand_color",
+            "logo",
+            "invoice_footer",
             "payment_instructions",
         ]
         widgets = {"brand_color": forms.TextInput(attrs={"type": "color"})}
@@ -155,13 +171,24 @@ class TenantForm(forms.ModelForm):
 
 class LeaseForm(forms.ModelForm):
     currency = CurrencyInput()
-    deposit = AmountInput(required=False, allow_zero=True, help_text="Security deposit held, e.g. 2400.00")
-    tenants = forms.ModelMultipleChoiceField(queryset=Tenant.objects.none(),
-                                             widget=forms.SelectMultiple(attrs={"size": 6}))
+    deposit = AmountInput(
+        required=False, allow_zero=True, help_text="Security deposit held, e.g. 2400.00"
+    )
+    tenants = forms.ModelMultipleChoiceField(
+        queryset=Tenant.objects.none(), widget=forms.SelectMultiple(attrs={"size": 6})
+    )
 
     class Meta:
         model = Lease
-        fields = ["unit", "tenants", "start_date", "end_date", "currency", "billing_day", "due_days"]
+        fields = [
+            "unit",
+            "tenants",
+            "start_date",
+            "end_date",
+            "currency",
+            "billing_day",
+            "due_days",
+        ]
         widgets = {"start_date": DATE_INPUT, "end_date": DATE_INPUT}
         help_texts = {
             "billing_day": "Day of the month the invoice is issued (1–28).",
@@ -172,19 +199,28 @@ class LeaseForm(forms.ModelForm):
     def __init__(self, *args, landlord: Landlord, **kwargs):
         super().__init__(*args, **kwargs)
         self.landlord = landlord
-        self.fields["unit"].queryset = (Unit.objects.for_landlord(landlord)
-                                        .select_related("property").order_by("property__name", "name"))
-        self.fields["tenants"].queryset = Tenant.objects.for_landlord(landlord).order_by("full_name")
+        self.fields["unit"].queryset = (
+            Unit.objects.for_landlord(landlord)
+            .select_related("property")
+            .order_by("property__name", "name")
+        )
+        self.fields["tenants"].queryset = Tenant.objects.for_landlord(landlord).order_by(
+            "full_name"
+        )
         if not self.instance.pk:
             self.fields["currency"].initial = landlord.default_currency
         else:
-            self.fields["deposit"].initial = from_minor(self.instance.deposit_minor, self.instance.currency)
+            self.fields["deposit"].initial = from_minor(
+                self.instance.deposit_minor, self.instance.currency
+            )
         self.fields["billing_day"].widget.attrs.update({"min": 1, "max": 28})
 
     def clean_billing_day(self):
         day = self.cleaned_data["billing_day"]
         if day is None or not 1 <= day <= 28:
-            raise ValidationError("The billing day must be between 1 and 28, so it exists in every month.")
+            raise ValidationError(
+                "The billing day must be between 1 and 28, so it exists in every month."
+            )
         return day
 
     def clean(self):
@@ -200,14 +236,20 @@ class LeaseForm(forms.ModelForm):
     def service_fields(self) -> dict:
         data = self.cleaned_data
         return {
-            "unit": data["unit"], "start_date": data["start_date"], "end_date": data.get("end_date"),
-            "currency": data["currency"], "billing_day": data["billing_day"], "due_days": data["due_days"],
+            "unit": data["unit"],
+            "start_date": data["start_date"],
+            "end_date": data.get("end_date"),
+            "currency": data["currency"],
+            "billing_day": data["billing_day"],
+            "due_days": data["due_days"],
             "deposit_minor": data.get("deposit_minor", 0),
         }
 
 
 class EndLeaseForm(forms.Form):
-    end_date = forms.DateField(widget=DATE_INPUT, help_text="The first day the unit is no longer let.")
+    end_date = forms.DateField(
+        widget=DATE_INPUT, help_text="The first day the unit is no longer let."
+    )
     reason = forms.CharField(max_length=200, help_text="e.g. Tenant gave notice")
 
 
@@ -225,7 +267,9 @@ class ChargeForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.lease = lease
         if self.instance.pk:
-            self.fields["amount"].initial = from_minor(self.instance.amount_minor, self.instance.currency)
+            self.fields["amount"].initial = from_minor(
+                self.instance.amount_minor, self.instance.currency
+            )
             self.fields["currency"].initial = self.instance.currency
         else:
             self.fields["start_date"].initial = lease.start_date
@@ -234,7 +278,10 @@ class ChargeForm(forms.ModelForm):
         data = super().clean()
         currency = data.get("currency") or self.lease.currency
         if currency != self.lease.currency:
-            self.add_error("currency", f"This lease is billed in {self.lease.currency}; use {self.lease.currency}.")
+            self.add_error(
+                "currency",
+                f"This lease is billed in {self.lease.currency}; use {self.lease.currency}.",
+            )
             return data
         data["currency"] = currency
         data["amount_minor"] = amount_to_minor(self, "amount", currency)
@@ -247,5 +294,15 @@ class ChargeForm(forms.ModelForm):
 
     def service_fields(self) -> dict:
         data = self.cleaned_data
-        return {k: data.get(k) for k in ("kind", "description", "frequency", "start_date", "end_date",
-                                          "currency", "amount_minor")}
+        return {
+            k: data.get(k)
+            for k in (
+                "kind",
+                "description",
+                "frequency",
+                "start_date",
+                "end_date",
+                "currency",
+                "amount_minor",
+            )
+        }

@@ -18,7 +18,9 @@ class CurrentLandlordMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             memberships = list(
-                Membership.objects.filter(user=user).select_related("landlord").order_by("landlord__name")
+                Membership.objects.filter(user=user)
+                .select_related("landlord")
+                .order_by("landlord__name")
             )
             request.memberships = memberships
             wanted = request.session.get(SESSION_KEY)

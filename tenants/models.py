@@ -132,7 +132,13 @@ class Permission(models.TextChoices):
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.OWNER: frozenset(Permission.values),
     Role.MANAGER: frozenset(
-        {Permission.VIEW, Permission.EDIT_PROPERTIES, Permission.EDIT_LEASES, Permission.MANAGE_MONEY, Permission.EXPORT}
+        {
+            Permission.VIEW,
+            Permission.EDIT_PROPERTIES,
+            Permission.EDIT_LEASES,
+            Permission.MANAGE_MONEY,
+            Permission.EXPORT,
+        }
     ),
     Role.FINANCE: frozenset({Permission.VIEW, Permission.EXPORT}),
     Role.VIEWER: frozenset({Permission.VIEW}),
@@ -142,14 +148,18 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 class Membership(models.Model):
     """A staff user's role in one landlord; a user may belong to several."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     landlord = models.ForeignKey(Landlord, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "landlord"], name="membership_unique_user_landlord"),
+            models.UniqueConstraint(
+                fields=["user", "landlord"], name="membership_unique_user_landlord"
+            ),
             models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
         ]
 
@@ -166,7 +176,9 @@ class StaffInvitation(LandlordOwned):
     email = models.EmailField()
     role = models.CharField(max_length=16, choices=Role.choices)
     token_hash = models.CharField(max_length=64, unique=True)
-    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
     accepted_by = models.ForeignKey(
@@ -177,6 +189,9 @@ class StaffInvitation(LandlordOwned):
         constraints = [
             models.CheckConstraint(condition=Q(role__in=Role.values), name="invitation_role_valid"),
         ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} as {self.role}"
 
 
 class Property(LandlordOwned):
@@ -206,7 +221,9 @@ class Unit(LandlordOwned):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["property", "name"], name="unit_unique_name_per_property"),
+            models.UniqueConstraint(
+                fields=["property", "name"], name="unit_unique_name_per_property"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -221,14 +238,20 @@ class Tenant(LandlordOwned):
     phone = models.CharField(max_length=40, blank=True)
     language = models.CharField(max_length=8, choices=settings.LANGUAGES, default="en")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tenancies"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tenancies",
     )
 
     class Meta:
         indexes = [models.Index(fields=["landlord", "full_name"])]
         constraints = [
             models.UniqueConstraint(
-                fields=["landlord", "user"], condition=Q(user__isnull=False), name="tenant_unique_user_per_landlord"
+                fields=["landlord", "user"],
+                condition=Q(user__isnull=False),
+                name="tenant_unique_user_per_landlord",
             ),
         ]
 
@@ -264,24 +287,35 @@ class Lease(LandlordOwned):
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="leases")
     tenants = models.ManyToManyField(Tenant, related_name="leases")
     start_date = models.DateField()
-    end_date = models.DateField(null=True, blank=True, help_text=_("First day no longer let; empty = open-ended"))
+    end_date = models.DateField(
+        null=True, blank=True, help_text=_("First day no longer let; empty = open-ended")
+    )
     currency = CurrencyField()
     billing_day = models.PositiveSmallIntegerField(default=1)
     due_days = models.PositiveSmallIntegerField(default=0)
     deposit_minor = models.BigIntegerField(default=0)
-    status = models.CharField(max_length=16, choices=LeaseStatus.choices, default=LeaseStatus.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=LeaseStatus.choices, default=LeaseStatus.ACTIVE
+    )
     ended_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")), name="lease_end_after_start"
+                condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")),
+                name="lease_end_after_start",
             ),
-            models.CheckConstraint(condition=Q(billing_day__gte=1, billing_day__lte=28), name="lease_billing_day_1_28"),
+            models.CheckConstraint(
+                condition=Q(billing_day__gte=1, billing_day__lte=28), name="lease_billing_day_1_28"
+            ),
             models.CheckConstraint(condition=Q(due_days__lte=90), name="lease_due_days_max_90"),
-            models.CheckConstraint(condition=Q(deposit_minor__gte=0), name="lease_deposit_not_negative"),
+            models.CheckConstraint(
+                condition=Q(deposit_minor__gte=0), name="lease_deposit_not_negative"
+            ),
             models.CheckConstraint(condition=CURRENCY_SHAPE, name="lease_currency_iso"),
-            models.CheckConstraint(condition=Q(status__in=LeaseStatus.values), name="lease_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=LeaseStatus.values), name="lease_status_valid"
+            ),
             ExclusionConstraint(
                 name="lease_no_overlap_per_unit",
                 expressions=[
@@ -320,7 +354,9 @@ class Charge(LandlordOwned):
     description = models.CharField(max_length=200, blank=True)
     amount_minor = models.BigIntegerField()
     currency = CurrencyField()
-    frequency = models.CharField(max_length=16, choices=ChargeFrequency.choices, default=ChargeFrequency.MONTHLY)
+    frequency = models.CharField(
+        max_length=16, choices=ChargeFrequency.choices, default=ChargeFrequency.MONTHLY
+    )
     start_date = models.DateField(help_text=_("For a one-off charge: the date it is billed"))
     end_date = models.DateField(null=True, blank=True)
 
@@ -328,15 +364,20 @@ class Charge(LandlordOwned):
         constraints = [
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="charge_amount_positive"),
             models.CheckConstraint(
-                condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")), name="charge_end_after_start"
+                condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")),
+                name="charge_end_after_start",
             ),
             models.CheckConstraint(
                 condition=Q(frequency=ChargeFrequency.MONTHLY) | Q(end_date__isnull=True),
                 name="charge_one_off_has_no_end",
             ),
             models.CheckConstraint(condition=CURRENCY_SHAPE, name="charge_currency_iso"),
-            models.CheckConstraint(condition=Q(kind__in=ChargeKind.values), name="charge_kind_valid"),
-            models.CheckConstraint(condition=Q(frequency__in=ChargeFrequency.values), name="charge_frequency_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=ChargeKind.values), name="charge_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(frequency__in=ChargeFrequency.values), name="charge_frequency_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -346,7 +387,9 @@ class Charge(LandlordOwned):
 class AuditEvent(LandlordOwned):
     """Who did what, when: appended by services, shown to owners, never edited."""
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     action = models.CharField(max_length=64)
     object_type = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
@@ -355,3 +398,6 @@ class AuditEvent(LandlordOwned):
 
     class Meta:
         indexes = [models.Index(fields=["landlord", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action}"

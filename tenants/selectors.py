@@ -33,18 +33,29 @@ def scoped_landlord(*, landlord: Landlord) -> Landlord:
 
 
 def membership_get(*, landlord: Landlord, pk) -> Membership:
-    return get_object_or_404(Membership.objects.filter(landlord=landlord).select_related("user"), pk=pk)
+    return get_object_or_404(
+        Membership.objects.filter(landlord=landlord).select_related("user"), pk=pk
+    )
 
 
 def property_list(*, landlord: Landlord, search: str = "") -> QuerySet[Property]:
     qs = Property.objects.for_landlord(landlord).annotate(unit_count=Count("units"))
     if search:
-        qs = qs.filter(Q(name__icontains=search) | Q(address_line1__icontains=search) | Q(city__icontains=search))
+        qs = qs.filter(
+            Q(name__icontains=search)
+            | Q(address_line1__icontains=search)
+            | Q(city__icontains=search)
+        )
     return qs.order_by("name", "pk")
 
 
-def unit_list(*, landlord: Landlord, search: str = "", property_id: int | None = None,
-              today: date | None = None) -> QuerySet[Unit]:
+def unit_list(
+    *,
+    landlord: Landlord,
+    search: str = "",
+    property_id: int | None = None,
+    today: date | None = None,
+) -> QuerySet[Unit]:
     qs = Unit.objects.for_landlord(landlord).select_related("property")
     if property_id:
         qs = qs.filter(property_id=property_id)
@@ -62,15 +73,25 @@ def unit_list(*, landlord: Landlord, search: str = "", property_id: int | None =
 def tenant_list(*, landlord: Landlord, search: str = "") -> QuerySet[Tenant]:
     qs = Tenant.objects.for_landlord(landlord)
     if search:
-        qs = qs.filter(Q(full_name__icontains=search) | Q(email__icontains=search) | Q(phone__icontains=search))
+        qs = qs.filter(
+            Q(full_name__icontains=search) | Q(email__icontains=search) | Q(phone__icontains=search)
+        )
     return qs.order_by("full_name", "pk")
 
 
-def lease_list(*, landlord: Landlord, search: str = "", status: str = "",
-               unit_id: int | None = None, tenant_id: int | None = None) -> QuerySet[Lease]:
-    qs = (Lease.objects.for_landlord(landlord)
-          .select_related("unit__property")
-          .prefetch_related("tenants"))
+def lease_list(
+    *,
+    landlord: Landlord,
+    search: str = "",
+    status: str = "",
+    unit_id: int | None = None,
+    tenant_id: int | None = None,
+) -> QuerySet[Lease]:
+    qs = (
+        Lease.objects.for_landlord(landlord)
+        .select_related("unit__property")
+        .prefetch_related("tenants")
+    )
     if status:
         qs = qs.filter(status=status)
     if unit_id:
@@ -79,25 +100,38 @@ def lease_list(*, landlord: Landlord, search: str = "", status: str = "",
         qs = qs.filter(tenants__id=tenant_id)
     if search:
         qs = qs.filter(
-            Q(unit__name__icontains=search) | Q(unit__property__name__icontains=search)
+            Q(unit__name__icontains=search)
+            | Q(unit__property__name__icontains=search)
             | Q(tenants__full_name__icontains=search)
         ).distinct()
     return qs.order_by("-start_date", "-pk")
 
 
 def charge_list(*, landlord: Landlord, lease: Lease) -> QuerySet[Charge]:
-    return Charge.objects.for_landlord(landlord).filter(lease=lease).order_by("frequency", "start_date", "pk")
+    return (
+        Charge.objects.for_landlord(landlord)
+        .filter(lease=lease)
+        .order_by("frequency", "start_date", "pk")
+    )
 
 
 def membership_list(*, landlord: Landlord) -> QuerySet[Membership]:
-    return Membership.objects.filter(landlord=landlord).select_related("user").order_by("user__email")
+    return (
+        Membership.objects.filter(landlord=landlord).select_related("user").order_by("user__email")
+    )
 
 
 def invitation_list(*, landlord: Landlord) -> QuerySet[StaffInvitation]:
-    return StaffInvitation.objects.for_landlord(landlord).filter(accepted_at__isnull=True).order_by("-created_at")
+    return (
+        StaffInvitation.objects.for_landlord(landlord)
+        .filter(accepted_at__isnull=True)
+        .order_by("-created_at")
+    )
 
 
-def audit_list(*, landlord: Landlord, object_type: str = "", object_id: str = "") -> QuerySet[AuditEvent]:
+def audit_list(
+    *, landlord: Landlord, object_type: str = "", object_id: str = ""
+) -> QuerySet[AuditEvent]:
     qs = AuditEvent.objects.for_landlord(landlord).select_related("actor")
     if object_type:
         qs = qs.filter(object_type=object_type, object_id=str(object_id))
@@ -105,7 +139,9 @@ def audit_list(*, landlord: Landlord, object_type: str = "", object_id: str = ""
 
 
 def dashboard_counts(*, landlord: Landlord, today: date) -> dict[str, int]:
-    active = Q(status=LeaseStatus.ACTIVE, start_date__lte=today) & (Q(end_date__isnull=True) | Q(end_date__gt=today))
+    active = Q(status=LeaseStatus.ACTIVE, start_date__lte=today) & (
+        Q(end_date__isnull=True) | Q(end_date__gt=today)
+    )
     units = Unit.objects.for_landlord(landlord)
     leases = Lease.objects.for_landlord(landlord)
     return {

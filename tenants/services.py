@@ -41,8 +41,15 @@ INVITATION_LIFETIME = timedelta(days=7)
 OVERLAP_MESSAGE = "This unit already has a lease for these dates."
 
 
-def audit(*, landlord: Landlord, actor: AbstractBaseUser | None, action: str, obj: Any = None,
-          summary: str = "", data: dict | None = None) -> AuditEvent:
+def audit(
+    *,
+    landlord: Landlord,
+    actor: AbstractBaseUser | None,
+    action: str,
+    obj: Any = None,
+    summary: str = "",
+    data: dict | None = None,
+) -> AuditEvent:
     """Append one audit record (call inside the service's transaction)."""
     return AuditEvent.objects.create(
         landlord=landlord,
@@ -71,15 +78,23 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def landlord_sign_up(*, name: str, email: str, password: str, timezone_name: str,
-                     currency: str, full_name: str = "") -> Membership:
+def landlord_sign_up(
+    *, name: str, email: str, password: str, timezone_name: str, currency: str, full_name: str = ""
+) -> Membership:
     """A new customer: creates the landlord, its owner user and the owner membership."""
     User = get_user_model()
     email = User.objects.normalize_email(email).lower()
     if User.objects.filter(username__iexact=email).exists():
-        raise ValidationError({"email": "An account with this email already exists; log in instead."})
-    landlord = Landlord(name=name, slug=_unique_slug(name), timezone=timezone_name,
-                        default_currency=currency, email=email)
+        raise ValidationError(
+            {"email": "An account with this email already exists; log in instead."}
+        )
+    landlord = Landlord(
+        name=name,
+        slug=_unique_slug(name),
+        timezone=timezone_name,
+        default_currency=currency,
+        email=email,
+    )
     _full_clean(landlord)
     landlord.save()
     first, _, last = full_name.partition(" ")
@@ -87,7 +102,13 @@ def landlord_sign_up(*, name: str, email: str, password: str, timezone_name: str
     user.set_password(password)
     user.save()
     membership = Membership.objects.create(user=user, landlord=landlord, role=Role.OWNER)
-    audit(landlord=landlord, actor=user, action="landlord.sign_up", obj=landlord, summary=f"{name} signed up")
+    audit(
+        landlord=landlord,
+        actor=user,
+        action="landlord.sign_up",
+        obj=landlord,
+        summary=f"{name} signed up",
+    )
     return membership
 
 
@@ -100,21 +121,32 @@ def _hash_token(token: str) -> str:
 
 
 @transaction.atomic
-def staff_invitation_create(*, landlord: Landlord, email: str, role: str, invited_by,
-                            now=None) -> tuple[StaffInvitation, str]:
+def staff_invitation_create(
+    *, landlord: Landlord, email: str, role: str, invited_by, now=None
+) -> tuple[StaffInvitation, str]:
     """Invite someone to the landlord's staff. Returns the invitation and the raw token
     (only its hash is stored, so a database leak cannot be used to join)."""
     if role not in Role.values:
         raise ValidationError({"role": f"{role!r} is not a role."})
     now = now or timezone.now()
     token = secrets.token_urlsafe(32)
-    invitation = StaffInvitation(landlord=landlord, email=email.strip().lower(), role=role,
-                                 token_hash=_hash_token(token), invited_by=invited_by,
-                                 expires_at=now + INVITATION_LIFETIME)
+    invitation = StaffInvitation(
+        landlord=landlord,
+        email=email.strip().lower(),
+        role=role,
+        token_hash=_hash_token(token),
+        invited_by=invited_by,
+        expires_at=now + INVITATION_LIFETIME,
+    )
     _full_clean(invitation, exclude=["token_hash"])
     invitation.save()
-    audit(landlord=landlord, actor=invited_by, action="staff.invite", obj=invitation,
-          summary=f"Invited {invitation.email} as {role}")
+    audit(
+        landlord=landlord,
+        actor=invited_by,
+        action="staff.invite",
+        obj=invitation,
+        summary=f"Invited {invitation.email} as {role}",
+    )
     return invitation, token
 
 
@@ -123,18 +155,26 @@ def staff_invitation_send(*, invitation: StaffInvitation, link: str) -> None:
     from django.core.mail import send_mail
 
     landlord = invitation.landlord
-    transaction.on_commit(lambda: send_mail(
-        subject=f"You are invited to {landlord.name} on Rentledger",
-        message=(f"{invitation.invited_by.email} invited you to join {landlord.name} as "
-                 f"{invitation.get_role_display().lower()}.\n\nAccept within 7 days: {link}\n"),
-        from_email=None, recipient_list=[invitation.email],
-    ))
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"You are invited to {landlord.name} on Rentledger",
+            message=(
+                f"{invitation.invited_by.email} invited you to join {landlord.name} as "
+                f"{invitation.get_role_display().lower()}.\n\nAccept within 7 days: {link}\n"
+            ),
+            from_email=None,
+            recipient_list=[invitation.email],
+        )
+    )
 
 
 def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
     now = now or timezone.now()
-    invitation = (StaffInvitation.objects.select_related("landlord")
-                  .filter(token_hash=_hash_token(token)).first())
+    invitation = (
+        StaffInvitation.objects.select_related("landlord")
+        .filter(token_hash=_hash_token(token))
+        .first()
+    )
     if invitation is None:
         raise ValidationError("This invitation link is not valid.")
     if invitation.accepted_at is not None:
@@ -145,8 +185,9 @@ def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
 
 
 @transaction.atomic
-def staff_invitation_accept(*, token: str, user=None, password: str = "", full_name: str = "",
-                            now=None) -> Membership:
+def staff_invitation_accept(
+    *, token: str, user=None, password: str = "", full_name: str = "", now=None
+) -> Membership:
     """Single use: the invitation row is locked, checked and marked accepted in one go."""
     now = now or timezone.now()
     found = staff_invitation_find(token=token, now=now)
@@ -160,7 +201,9 @@ def staff_invitation_accept(*, token: str, user=None, password: str = "", full_n
             if not password:
                 raise ValidationError({"password": "Choose a password."})
             first, _, last = full_name.partition(" ")
-            user = User(username=invitation.email, email=invitation.email, first_name=first, last_name=last)
+            user = User(
+                username=invitation.email, email=invitation.email, first_name=first, last_name=last
+            )
             user.set_password(password)
             user.save()
     membership, created = Membership.objects.get_or_create(
@@ -169,13 +212,20 @@ def staff_invitation_accept(*, token: str, user=None, password: str = "", full_n
     invitation.accepted_at = now
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by", "updated_at"])
-    audit(landlord=invitation.landlord, actor=user, action="staff.join", obj=membership,
-          summary=f"{user.email} joined as {membership.role}")
+    audit(
+        landlord=invitation.landlord,
+        actor=user,
+        action="staff.join",
+        obj=membership,
+        summary=f"{user.email} joined as {membership.role}",
+    )
     return membership
 
 
 @transaction.atomic
-def membership_set_role(*, landlord: Landlord, membership: Membership, role: str, actor) -> Membership:
+def membership_set_role(
+    *, landlord: Landlord, membership: Membership, role: str, actor
+) -> Membership:
     """Change a staff member's role; a landlord always keeps at least one owner."""
     if membership.landlord_id != landlord.pk:
         raise Membership.DoesNotExist
@@ -187,8 +237,13 @@ def membership_set_role(*, landlord: Landlord, membership: Membership, role: str
     old = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
-    audit(landlord=landlord, actor=actor, action="staff.role", obj=membership,
-          summary=f"{membership.user.email}: {old} → {role}")
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="staff.role",
+        obj=membership,
+        summary=f"{membership.user.email}: {old} → {role}",
+    )
     return membership
 
 
@@ -203,8 +258,14 @@ def landlord_update(*, landlord: Landlord, actor, **fields: Any) -> Landlord:
     _full_clean(landlord)
     landlord.save()
     if changed:
-        audit(landlord=landlord, actor=actor, action="landlord.update", obj=landlord,
-              summary="Changed " + ", ".join(sorted(changed)), data=changed)
+        audit(
+            landlord=landlord,
+            actor=actor,
+            action="landlord.update",
+            obj=landlord,
+            summary="Changed " + ", ".join(sorted(changed)),
+            data=changed,
+        )
     return landlord
 
 
@@ -219,8 +280,13 @@ def _save_scoped(instance, *, landlord: Landlord, actor, action: str, summary: s
             instance.save()
     except IntegrityError as exc:
         raise _integrity_to_validation(exc) from exc
-    audit(landlord=landlord, actor=actor, action=f"{action}.{'create' if created else 'update'}",
-          obj=instance, summary=summary)
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action=f"{action}.{'create' if created else 'update'}",
+        obj=instance,
+        summary=summary,
+    )
     return instance
 
 
@@ -229,7 +295,9 @@ def _integrity_to_validation(exc: IntegrityError) -> ValidationError:
     messages = {
         "lease_no_overlap_per_unit": {"start_date": OVERLAP_MESSAGE},
         "property_unique_name": {"name": "You already have a property with this name."},
-        "unit_unique_name_per_property": {"name": "This property already has a unit with this name."},
+        "unit_unique_name_per_property": {
+            "name": "This property already has a unit with this name."
+        },
         "lease_end_after_start": {"end_date": "The end date must be after the start date."},
         "charge_end_after_start": {"end_date": "The end date must be after the start date."},
         "charge_amount_positive": {"amount_minor": "The amount must be greater than zero."},
@@ -246,11 +314,19 @@ def _check_same_landlord(landlord: Landlord, **objects) -> None:
 
 
 @transaction.atomic
-def property_save(*, landlord: Landlord, actor, instance: Property | None = None, **fields: Any) -> Property:
+def property_save(
+    *, landlord: Landlord, actor, instance: Property | None = None, **fields: Any
+) -> Property:
     """Create or edit a property of this landlord."""
     instance = instance or Property()
-    return _save_scoped(instance, landlord=landlord, actor=actor, action="property",
-                        summary=fields.get("name", instance.name), **fields)
+    return _save_scoped(
+        instance,
+        landlord=landlord,
+        actor=actor,
+        action="property",
+        summary=fields.get("name", instance.name),
+        **fields,
+    )
 
 
 @transaction.atomic
@@ -258,21 +334,41 @@ def unit_save(*, landlord: Landlord, actor, instance: Unit | None = None, **fiel
     """Create or edit a unit; its property must belong to the same landlord."""
     _check_same_landlord(landlord, property=fields.get("property"))
     instance = instance or Unit()
-    return _save_scoped(instance, landlord=landlord, actor=actor, action="unit",
-                        summary=str(fields.get("name", instance.name)), **fields)
+    return _save_scoped(
+        instance,
+        landlord=landlord,
+        actor=actor,
+        action="unit",
+        summary=str(fields.get("name", instance.name)),
+        **fields,
+    )
 
 
 @transaction.atomic
-def tenant_save(*, landlord: Landlord, actor, instance: Tenant | None = None, **fields: Any) -> Tenant:
+def tenant_save(
+    *, landlord: Landlord, actor, instance: Tenant | None = None, **fields: Any
+) -> Tenant:
     """Create or edit a renter's contact record."""
     instance = instance or Tenant()
-    return _save_scoped(instance, landlord=landlord, actor=actor, action="tenant",
-                        summary=fields.get("full_name", instance.full_name), **fields)
+    return _save_scoped(
+        instance,
+        landlord=landlord,
+        actor=actor,
+        action="tenant",
+        summary=fields.get("full_name", instance.full_name),
+        **fields,
+    )
 
 
 @transaction.atomic
-def lease_save(*, landlord: Landlord, actor, instance: Lease | None = None,
-               tenants: list[Tenant], **fields: Any) -> Lease:
+def lease_save(
+    *,
+    landlord: Landlord,
+    actor,
+    instance: Lease | None = None,
+    tenants: list[Tenant],
+    **fields: Any,
+) -> Lease:
     """Create or edit a lease.
 
     Overlap with another occupying lease on the same unit is refused by the
@@ -287,8 +383,14 @@ def lease_save(*, landlord: Landlord, actor, instance: Lease | None = None,
     instance = instance or Lease()
     if instance.pk and instance.status in (LeaseStatus.ENDED, LeaseStatus.CANCELLED):
         raise ValidationError({"__all__": "An ended or cancelled lease cannot be edited."})
-    lease = _save_scoped(instance, landlord=landlord, actor=actor, action="lease",
-                         summary=f"Lease on {fields.get('unit', instance.unit if instance.pk else '')}", **fields)
+    lease = _save_scoped(
+        instance,
+        landlord=landlord,
+        actor=actor,
+        action="lease",
+        summary=f"Lease on {fields.get('unit', instance.unit if instance.pk else '')}",
+        **fields,
+    )
     lease.tenants.set(tenants)
     return lease
 
@@ -311,25 +413,33 @@ def lease_end(*, landlord: Landlord, lease: Lease, end_date: date, reason: str, 
     lease.ended_reason = reason[:200]
     lease.save(update_fields=["end_date", "status", "ended_reason", "updated_at"])
     # Recurring charges stop with the lease.
-    Charge.objects.filter(lease=lease, frequency=ChargeFrequency.MONTHLY, end_date__isnull=True).update(
-        end_date=end_date
+    Charge.objects.filter(
+        lease=lease, frequency=ChargeFrequency.MONTHLY, end_date__isnull=True
+    ).update(end_date=end_date)
+    Charge.objects.filter(
+        lease=lease, frequency=ChargeFrequency.MONTHLY, end_date__gt=end_date
+    ).update(end_date=end_date)
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="lease.end",
+        obj=lease,
+        summary=f"Ended on {end_date:%Y-%m-%d}: {reason}",
     )
-    Charge.objects.filter(lease=lease, frequency=ChargeFrequency.MONTHLY, end_date__gt=end_date).update(
-        end_date=end_date
-    )
-    audit(landlord=landlord, actor=actor, action="lease.end", obj=lease,
-          summary=f"Ended on {end_date:%Y-%m-%d}: {reason}")
     return lease
 
 
 @transaction.atomic
-def charge_save(*, landlord: Landlord, actor, lease: Lease, instance: Charge | None = None,
-                **fields: Any) -> Charge:
+def charge_save(
+    *, landlord: Landlord, actor, lease: Lease, instance: Charge | None = None, **fields: Any
+) -> Charge:
     """Add or edit a charge on a lease: amount positive, currency that of the lease."""
     _check_same_landlord(landlord, lease=lease)
     currency = fields.get("currency") or lease.currency
     if currency != lease.currency:
-        raise ValidationError({"currency": f"This lease is billed in {lease.currency}; use {lease.currency}."})
+        raise ValidationError(
+            {"currency": f"This lease is billed in {lease.currency}; use {lease.currency}."}
+        )
     fields["currency"] = currency
     start = fields.get("start_date")
     if start and start < lease.start_date:
@@ -337,5 +447,12 @@ def charge_save(*, landlord: Landlord, actor, lease: Lease, instance: Charge | N
     if start and lease.end_date and start >= lease.end_date:
         raise ValidationError({"start_date": "A charge must start before its lease ends."})
     instance = instance or Charge()
-    return _save_scoped(instance, landlord=landlord, actor=actor, action="charge", lease=lease,
-                        summary=f"{fields.get('kind', instance.kind)} on lease {lease.pk}", **fields)
+    return _save_scoped(
+        instance,
+        landlord=landlord,
+        actor=actor,
+        action="charge",
+        lease=lease,
+        summary=f"{fields.get('kind', instance.kind)} on lease {lease.pk}",
+        **fields,
+    )

@@ -23,7 +23,9 @@ urlpatterns = [
     path("leases/<int:pk>/", views.LeaseDetailView.as_view(), name="lease_detail"),
     path("leases/<int:pk>/edit/", views.LeaseFormView.as_view(), name="lease_edit"),
     path("leases/<int:pk>/end/", views.LeaseEndView.as_view(), name="lease_end"),
-    path("leases/<int:lease_pk>/charges/new/", views.ChargeFormView.as_view(), name="charge_create"),
+    path(
+        "leases/<int:lease_pk>/charges/new/", views.ChargeFormView.as_view(), name="charge_create"
+    ),
     path("charges/<int:pk>/edit/", views.ChargeFormView.as_view(), name="charge_edit"),
     path("staff/", views.StaffListView.as_view(), name="staff"),
     path("staff/<int:pk>/role/", views.MembershipRoleView.as_view(), name="membership_role"),

@@ -30,7 +30,17 @@ from tenants.forms import (
     apply_service_errors,
 )
 from tenants.middleware import SESSION_KEY
-from tenants.models import Charge, Lease, LeaseStatus, Membership, Permission, Property, Role, Tenant, Unit
+from tenants.models import (
+    Charge,
+    Lease,
+    LeaseStatus,
+    Membership,
+    Permission,
+    Property,
+    Role,
+    Tenant,
+    Unit,
+)
 
 PAGE_SIZE = 25
 
@@ -98,8 +108,11 @@ class SwitchLandlordView(View):
 class PropertyListView(StaffView):
     def get(self, request):
         q = request.GET.get("q", "").strip()
-        return self.render("dashboard/property_list.html", q=q,
-                           page=self.page(selectors.property_list(landlord=self.landlord, search=q)))
+        return self.render(
+            "dashboard/property_list.html",
+            q=q,
+            page=self.page(selectors.property_list(landlord=self.landlord, search=q)),
+        )
 
 
 class PropertyDetailView(StaffView):
@@ -126,8 +139,11 @@ class UnitDetailView(StaffView):
 class TenantListView(StaffView):
     def get(self, request):
         q = request.GET.get("q", "").strip()
-        return self.render("dashboard/tenant_list.html", q=q,
-                           page=self.page(selectors.tenant_list(landlord=self.landlord, search=q)))
+        return self.render(
+            "dashboard/tenant_list.html",
+            q=q,
+            page=self.page(selectors.tenant_list(landlord=self.landlord, search=q)),
+        )
 
 
 class TenantDetailView(StaffView):
@@ -144,17 +160,25 @@ class LeaseListView(StaffView):
         if status not in LeaseStatus.values:
             status = ""
         leases = selectors.lease_list(landlord=self.landlord, search=q, status=status)
-        return self.render("dashboard/lease_list.html", q=q, status=status,
-                           statuses=LeaseStatus.choices, page=self.page(leases))
+        return self.render(
+            "dashboard/lease_list.html",
+            q=q,
+            status=status,
+            statuses=LeaseStatus.choices,
+            page=self.page(leases),
+        )
 
 
 class LeaseDetailView(StaffView):
     def get(self, request, pk: int):
         lease = self.get_scoped(Lease, pk)
         return self.render(
-            "dashboard/lease_detail.html", object=lease,
+            "dashboard/lease_detail.html",
+            object=lease,
             charges=selectors.charge_list(landlord=self.landlord, lease=lease),
-            history=selectors.audit_list(landlord=self.landlord, object_type="Lease", object_id=lease.pk),
+            history=selectors.audit_list(
+                landlord=self.landlord, object_type="Lease", object_id=lease.pk
+            ),
         )
 
 
@@ -184,8 +208,13 @@ class ObjectFormView(StaffView):
 
     def show(self, form, instance):
         title = f"Edit {self.noun}" if instance else f"New {self.noun}"
-        return self.render("dashboard/form.html", form=form, title=title, object=instance,
-                           cancel_url=self.success_url(instance) if instance else self.cancel_url())
+        return self.render(
+            "dashboard/form.html",
+            form=form,
+            title=title,
+            object=instance,
+            cancel_url=self.success_url(instance) if instance else self.cancel_url(),
+        )
 
     def cancel_url(self) -> str:
         return reverse(f"dashboard:{self.model.__name__.lower()}_list")
@@ -209,7 +238,9 @@ class ObjectFormView(StaffView):
 
 
 def _model_fields(form) -> dict:
-    return {name: form.cleaned_data[name] for name in form._meta.fields if name in form.cleaned_data}
+    return {
+        name: form.cleaned_data[name] for name in form._meta.fields if name in form.cleaned_data
+    }
 
 
 class PropertyFormView(ObjectFormView):
@@ -219,8 +250,12 @@ class PropertyFormView(ObjectFormView):
         return {}
 
     def save(self, form, instance):
-        return services.property_save(landlord=self.landlord, actor=self.request.user, instance=instance,
-                                      **_model_fields(form))
+        return services.property_save(
+            landlord=self.landlord,
+            actor=self.request.user,
+            instance=instance,
+            **_model_fields(form),
+        )
 
 
 class UnitFormView(ObjectFormView):
@@ -233,8 +268,12 @@ class UnitFormView(ObjectFormView):
         return self.show(form, instance)
 
     def save(self, form, instance):
-        return services.unit_save(landlord=self.landlord, actor=self.request.user, instance=instance,
-                                  **_model_fields(form))
+        return services.unit_save(
+            landlord=self.landlord,
+            actor=self.request.user,
+            instance=instance,
+            **_model_fields(form),
+        )
 
 
 class TenantFormView(ObjectFormView):
@@ -244,8 +283,12 @@ class TenantFormView(ObjectFormView):
         return {}
 
     def save(self, form, instance):
-        return services.tenant_save(landlord=self.landlord, actor=self.request.user, instance=instance,
-                                    **_model_fields(form))
+        return services.tenant_save(
+            landlord=self.landlord,
+            actor=self.request.user,
+            instance=instance,
+            **_model_fields(form),
+        )
 
 
 class LeaseFormView(ObjectFormView):
@@ -257,11 +300,18 @@ class LeaseFormView(ObjectFormView):
         initial = None
         if not instance:
             initial = {k: request.GET.get(k) for k in ("unit", "tenants") if request.GET.get(k)}
-        return self.show(self.form_class(instance=instance, initial=initial, **self.form_kwargs()), instance)
+        return self.show(
+            self.form_class(instance=instance, initial=initial, **self.form_kwargs()), instance
+        )
 
     def save(self, form, instance):
-        return services.lease_save(landlord=self.landlord, actor=self.request.user, instance=instance,
-                                   tenants=list(form.cleaned_data["tenants"]), **form.service_fields())
+        return services.lease_save(
+            landlord=self.landlord,
+            actor=self.request.user,
+            instance=instance,
+            tenants=list(form.cleaned_data["tenants"]),
+            **form.service_fields(),
+        )
 
 
 class LeaseEndView(StaffView):
@@ -279,8 +329,13 @@ class LeaseEndView(StaffView):
         form = EndLeaseForm(request.POST)
         if form.is_valid():
             try:
-                services.lease_end(landlord=self.landlord, lease=lease, actor=request.user,
-                                   end_date=form.cleaned_data["end_date"], reason=form.cleaned_data["reason"])
+                services.lease_end(
+                    landlord=self.landlord,
+                    lease=lease,
+                    actor=request.user,
+                    end_date=form.cleaned_data["end_date"],
+                    reason=form.cleaned_data["reason"],
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -308,8 +363,13 @@ class ChargeFormView(ObjectFormView):
         return self.success_url(None)
 
     def save(self, form, instance):
-        return services.charge_save(landlord=self.landlord, actor=self.request.user, lease=self.lease,
-                                    instance=instance, **form.service_fields())
+        return services.charge_save(
+            landlord=self.landlord,
+            actor=self.request.user,
+            lease=self.lease,
+            instance=instance,
+            **form.service_fields(),
+        )
 
 
 # --- staff and settings --------------------------------------------------------------
@@ -319,17 +379,24 @@ class StaffListView(StaffView):
     permission = Permission.MANAGE_STAFF
 
     def get(self, request, form=None):
-        return self.render("dashboard/staff.html", form=form or InviteStaffForm(), roles=Role.choices,
-                           members=selectors.membership_list(landlord=self.landlord),
-                           invitations=selectors.invitation_list(landlord=self.landlord))
+        return self.render(
+            "dashboard/staff.html",
+            form=form or InviteStaffForm(),
+            roles=Role.choices,
+            members=selectors.membership_list(landlord=self.landlord),
+            invitations=selectors.invitation_list(landlord=self.landlord),
+        )
 
     def post(self, request):
         form = InviteStaffForm(request.POST)
         if form.is_valid():
             try:
                 invitation, token = services.staff_invitation_create(
-                    landlord=self.landlord, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
-                    invited_by=request.user)
+                    landlord=self.landlord,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    invited_by=request.user,
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -346,8 +413,12 @@ class MembershipRoleView(StaffView):
     def post(self, request, pk: int):
         membership = selectors.membership_get(landlord=self.landlord, pk=pk)
         try:
-            services.membership_set_role(landlord=self.landlord, membership=membership,
-                                         role=request.POST.get("role", ""), actor=request.user)
+            services.membership_set_role(
+                landlord=self.landlord,
+                membership=membership,
+                role=request.POST.get("role", ""),
+                actor=request.user,
+            )
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         else:
@@ -360,16 +431,20 @@ class SettingsView(StaffView):
 
     def get(self, request, form=None):
         form = form or LandlordSettingsForm(instance=self.landlord)
-        return self.render("dashboard/form.html", form=form, title="Settings",
-                           cancel_url=reverse("dashboard:home"))
+        return self.render(
+            "dashboard/form.html", form=form, title="Settings", cancel_url=reverse("dashboard:home")
+        )
 
     def post(self, request):
         landlord = selectors.scoped_landlord(landlord=self.landlord)
         form = LandlordSettingsForm(request.POST, request.FILES, instance=landlord)
         if form.is_valid():
             try:
-                services.landlord_update(landlord=selectors.scoped_landlord(landlord=self.landlord),
-                                         actor=request.user, **form.service_fields())
+                services.landlord_update(
+                    landlord=selectors.scoped_landlord(landlord=self.landlord),
+                    actor=request.user,
+                    **form.service_fields(),
+                )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
@@ -382,4 +457,7 @@ class AuditListView(StaffView):
     permission = Permission.MANAGE_SETTINGS
 
     def get(self, request):
-        return self.render("dashboard/audit_list.html", page=self.page(selectors.audit_list(landlord=self.landlord)))
+        return self.render(
+            "dashboard/audit_list.html",
+            page=self.page(selectors.audit_list(landlord=self.landlord)),
+        )

@@ -5,14 +5,20 @@ from tests.factories import LandlordFactory, LeaseFactory, MembershipFactory
 
 @pytest.fixture
 def landlord(db):
-    return LandlordFactory(name="Acme Lettings", slug="acme", timezone="Europe/Berlin", default_currency="EUR")
+    return LandlordFactory(
+        name="Acme Lettings", slug="acme", timezone="Europe/Berlin", default_currency="EUR"
+    )
 
 
 @pytest.fixture
 def other_landlord(db):
     """Landlord B with similar data: a query that forgets its scope shows B's rows."""
-    other = LandlordFactory(name="Brightside Homes", slug="brightside", timezone="America/New_York",
-                            default_currency="USD")
+    other = LandlordFactory(
+        name="Brightside Homes",
+        slug="brightside",
+        timezone="America/New_York",
+        default_currency="USD",
+    )
     LeaseFactory.create_batch(2, unit__property__landlord=other)
     return other
 

@@ -103,7 +103,9 @@ class LeaseFactory(factory.django.DjangoModelFactory):
     def tenants(obj, create, extracted, **kwargs):
         if not create:
             return
-        obj.tenants.set(extracted if extracted is not None else [TenantFactory(landlord=obj.landlord)])
+        obj.tenants.set(
+            extracted if extracted is not None else [TenantFactory(landlord=obj.landlord)]
+        )
 
 
 class ChargeFactory(factory.django.DjangoModelFactory):
