@@ -4,10 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+import invoices.urls
+import tenants.urls
+
+# One staff namespace under /app/, composed here so lower apps never import higher ones.
+dashboard_patterns = (tenants.urls.urlpatterns + invoices.urls.urlpatterns, "dashboard")
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:home", permanent=False)),
     path("accounts/", include("tenants.auth_urls")),
-    path("app/", include("tenants.urls", namespace="dashboard")),
+    path("app/", include(dashboard_patterns)),
     path("ops/admin/", admin.site.urls),
 ]
 if settings.DEBUG:

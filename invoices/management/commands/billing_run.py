@@ -1,0 +1,50 @@
+"""`manage.py billing_run --landlord SLUG --period 2026-12 [--as-of 2026-12-01]`:
+run one landlord's month synchronously through the same services as the Celery path."""
+
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+
+from invoices import services
+from tenants.models import Landlord
+
+
+def _month(text: str) -> date:
+    try:
+        year, month = (int(part) for part in text.split("-"))
+        return date(year, month, 1)
+    except ValueError as exc:
+        raise CommandError(f"--period must look like 2026-12, not {text!r}") from exc
+
+
+class Command(BaseCommand):
+    help = "Bill one landlord's month now (idempotent: a second run creates nothing)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--landlord", required=True, help="landlord slug")
+        parser.add_argument("--period", required=True, help="month, e.g. 2026-12")
+        parser.add_argument(
+            "--as-of",
+            help="bill leases whose issue day is on or before this date "
+            "(default: every lease of the month)",
+        )
+
+    def handle(self, *args, landlord, period, as_of, **options):
+        found = Landlord.objects.filter(slug=landlord).first()
+        if found is None:
+            raise CommandError(f"No landlord with slug {landlord!r}")
+        period_start = _month(period)
+        as_of_date = date.fromisoformat(as_of) if as_of else date(9999, 12, 31)
+        before = services.billing_run_existing_counts(landlord=found, period_start=period_start)
+        run = services.billing_run_execute(
+            landlord=found, period_start=period_start, as_of=as_of_date, started_by="command"
+        )
+        created = run.invoices_created - before
+        if before and not created:
+            self.stdout.write(f"{period} was already run for {found.slug}: no new invoices.")
+        self.stdout.write(
+            f"{found.slug} {period}: {run.status}; {run.leases_due} leases due, {run.invoices_created} invoices "
+            f"({created} new), {run.skipped} skipped, {run.failed} failed"
+        )
+        for issue in run.issues.select_related("lease").order_by("lease_id"):
+            self.stdout.write(f"  lease {issue.lease_id}: {issue.kind}: {issue.message}")

@@ -1,0 +1,3 @@
+"""Billing pages, mounted into the staff `dashboard` namespace by billing_site.urls."""
+
+urlpatterns: list = []
