@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
 # Idempotent bootstrap shared by `make run`, `make test` and `make services`:
 # Debian packages from deploy/apt/*.txt, .venv from uv.lock, then PostgreSQL
-# and Redis (configured, already running, or private ones under .data/).
+# and Redis (configured, already running, or private ones under .data/; see the
+# docstring of deploy/services.py, e.g. RENTLEDGER_PRIVATE_SERVICES=1).
+# Works as root or as a user with sudo (needed only when packages are missing).
 # Usage: deploy/bootstrap.sh [--with-test-tools]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_test_tools=0
-[ "${1:-}" = "--with-test-tools" ] && with_test_tools=1
+case "${1:-}" in
+  "") ;;
+  --with-test-tools) with_test_tools=1 ;;
+  *) echo "usage: deploy/bootstrap.sh [--with-test-tools]" >&2; exit 2 ;;
+esac
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@";
   elif command -v sudo >/dev/null 2>&1; then sudo "$@";
-  else echo "need root to run: $*" >&2; return 1; fi
+  else echo "need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-apt_updated=0
 apt_install_missing() {
-  # Reads package names (comments allowed) and installs only those missing.
+  # Reads package names (# comments allowed) and installs only those missing, so a
+  # machine that has everything never touches apt (no `apt-get update`, no root).
   local missing=()
   local pkg
-  for pkg in $(grep -hv '^\s*#' "$@" | tr -s ' \n' ' '); do
+  for pkg in $(sed 's/#.*//' "$@"); do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -31,20 +37,43 @@ apt_install_missing() {
     return 1
   fi
   say "installing Debian packages: ${missing[*]}"
-  if [ $apt_updated -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  if [ -z "${RENTLEDGER_APT_UPDATED:-}" ]; then
+    as_root apt-get update -qq
+    # services.py (run below) skips its own update when this is set.
+    export RENTLEDGER_APT_UPDATED=1
+  fi
+  # `env` inside the root command: sudo would drop a variable set outside it.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 if command -v dpkg-query >/dev/null 2>&1; then
   apt_install_missing deploy/apt/base.txt
-  [ $with_test_tools -eq 1 ] && apt_install_missing deploy/apt/test.txt
+  if [ $with_test_tools -eq 1 ]; then apt_install_missing deploy/apt/test.txt; fi
 fi
 
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+# Resolved after the packages: on a bare Debian, python3 arrives with python3-venv.
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
+if [ -z "$PYTHON" ]; then
+  echo "no python3 found: install Python >= 3.11 (Debian: apt-get install python3-venv)" >&2
+  exit 1
+fi
+
 uv_version=$(awk '/^name = "uv"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' uv.lock)
 if [ ! -x .venv/bin/uv ] || [ "$(.venv/bin/uv --version | awk '{print $2}')" != "$uv_version" ]; then
-  say "creating .venv with $("$PYTHON" --version) and uv $uv_version"
-  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  # uv is installed with the venv's pip. A .venv without a working pip is recreated:
+  # Debian's `python3 -m venv` without python3-venv fails half-way, leaving a .venv
+  # with a python but no pip, and the interpreter behind a .venv can disappear
+  # (a pyenv version removed).
+  if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    say "creating .venv with $("$PYTHON" --version)"
+    rm -rf .venv
+    if ! "$PYTHON" -m venv .venv; then
+      rm -rf .venv  # never leave a half-made venv for the next run to trip over
+      echo "'$PYTHON -m venv' failed; on Debian install python3-venv (or set PYTHON=...)" >&2
+      exit 1
+    fi
+  fi
+  say "installing uv $uv_version into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$uv_version"
 fi
 # --frozen: install exactly what uv.lock says; never re-resolve on a user's machine.

@@ -2,56 +2,183 @@
 
 Order of preference for each service:
 1. the URL given in the environment (DATABASE_URL / REDIS_URL);
-2. the URL already recorded in `.env`, if it still answers;
-3. a server answering on the standard local port (5432 / 6379);
-4. a private server under `.data/` on ports 55432 / 56379, installed from Debian's
-   packages (deploy/apt/services.txt) and started when needed.
+2. the URL already recorded in `.env`, if we can log in to it (PING it, for Redis);
+3. a server on the standard local port (5432 / 6379) that we can log in to;
+4. this checkout's private server under `.data/`, started when needed, on the first
+   free port from 55432 (PostgreSQL) / 56379 (Redis). The Debian packages in
+   deploy/apt/services.txt are installed the first time one is needed.
 
-Idempotent: running it again reuses whatever answers. Only the standard library is
-needed up to the point where psycopg (from the venv) creates the database.
+Once `.env` records a private server (a 127.0.0.1 URL in the private port ranges
+55432-55451 / 56379-56398), later runs stick to it: a stopped one (after a reboot, say)
+is started again from its existing data, never re-initialised, even if a standard server
+has appeared meanwhile. To switch back, delete the line from `.env`.
+
+RENTLEDGER_PRIVATE_SERVICES=1 forces step 4 for both services: DATABASE_URL / REDIS_URL
+in the environment, a non-private URL in `.env` and the standard ports are ignored.
+Use it to test the fresh-machine path on a machine that already runs the services.
+Note that Django's settings prefer the environment over `.env`, so unset DATABASE_URL /
+REDIS_URL in the shell as well when forcing.
+
+Several checkouts on one machine each get their own private servers: a server is this
+checkout's when its pid file (`.data/pg/postmaster.pid`, `.data/run/redis.pid`) names a
+live process; any other listener on a port (another checkout's server, or anything
+else) makes us take the next free port, and `.env` records the port in use.
+
+Layout: the PostgreSQL cluster is `.data/pg` with its log at `.data/run/pg.log`; Redis
+keeps its config, pid file and log in `.data/run` (it persists nothing: dev broker and
+cache only). As root the cluster runs as the `postgres` user (PostgreSQL refuses root);
+if that user cannot traverse the checkout (e.g. it lives under /root), the cluster and
+its log live in /var/tmp/rentledger-<hash of the checkout path>/ instead, and
+`.data/pg` and `.data/run/pg.log` are symlinks to them. Unix sockets are disabled: all
+clients use TCP on 127.0.0.1, which avoids socket-path length and permission problems.
+
+`deploy/services.py --stop` stops this checkout's private servers (data is kept).
+
+Idempotent: running it again reuses whatever runs. Only the standard library is
+needed, apart from psycopg (from the venv) for logging in and creating the database.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 RUN = DATA / "run"
 ENV_FILE = ROOT / ".env"
-PRIVATE_PG_PORT = 55432
-PRIVATE_REDIS_PORT = 56379
+SERVICE_PACKAGES = ROOT / "deploy" / "apt" / "services.txt"
 DB_NAME = "rentledger"
-PRIVATE_PG_URL = f"postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/{DB_NAME}"
-PRIVATE_REDIS_URL = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
+PG_BASE_PORT = 55432
+REDIS_BASE_PORT = 56379
+PORT_SPAN = 20  # private servers use base .. base + PORT_SPAN - 1
+STANDARD_PG_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+STANDARD_REDIS_URL = "redis://127.0.0.1:6379/0"
+FORCE_VAR = "RENTLEDGER_PRIVATE_SERVICES"
+REDIS_CONF = RUN / "redis.conf"
+REDIS_PID = RUN / "redis.pid"
 
 
 def log(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
 
-def answers(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def forced() -> bool:
+    return os.environ.get(FORCE_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def url_answers(url: str) -> bool:
+# --- small helpers -------------------------------------------------------------------
+
+
+def port_free(port: int) -> bool:
+    """True if a server could bind 127.0.0.1:port (nothing listens there).
+
+    SO_REUSEADDR as the servers themselves use it, so a port left in TIME_WAIT by a
+    stopped server still counts as free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(base: int, preferred: int | None) -> int:
+    """The preferred port if free, else the first free one in the private range."""
+    candidates = range(base, base + PORT_SPAN)
+    if preferred in candidates and port_free(preferred):
+        return preferred
+    for port in candidates:
+        if port_free(port):
+            return port
+    sys.exit(f"no free port in {base}-{base + PORT_SPAN - 1} for a private server")
+
+
+def private_port(url: str | None, base: int) -> int | None:
+    """The port of `url` if it names a private server (ours, by the convention above)."""
+    if not url:
+        return None
     parts = urlsplit(url)
-    default = 5432 if parts.scheme.startswith("postgres") else 6379
-    return answers(parts.hostname or "127.0.0.1", parts.port or default)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.hostname in {"127.0.0.1", "localhost"} and port in range(base, base + PORT_SPAN):
+        return port
+    return None
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_state(pid: int | None, program: str) -> str | None:
+    """The state letter (R, S, Z...) of process `pid` if it exists and is `program`.
+
+    The name check matters after a reboot, when a stale pid file may name an unrelated
+    process that got the same pid.
+    """
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()  # "pid (comm) state ..."
+    except OSError:
+        return None
+    comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return state if comm.startswith(program) else None
+
+
+def live_pid(pid_file: Path, program: str) -> int | None:
+    """The pid in the file if it names a running `program` (a zombie is not running)."""
+    pid = read_pid(pid_file)
+    return pid if proc_state(pid, program) not in {None, "Z"} else None
+
+
+def wait_for_reaping(pid_file: Path, program: str) -> None:
+    """Wait while the file names a zombie `program`.
+
+    A server killed outright stays a zombie until its parent (init, after the
+    daemonising fork) reaps it, which some container inits do lazily; until then
+    PostgreSQL takes the stale postmaster.pid for a live server and refuses to start.
+    """
+    pid = read_pid(pid_file)
+    wait_until(lambda: proc_state(pid, program) != "Z", 15)
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+
+
+# --- .env -----------------------------------------------------------------------------
 
 
 def read_env() -> dict[str, str]:
@@ -70,166 +197,412 @@ def write_env(values: dict[str, str]) -> None:
     ENV_FILE.write_text("\n".join(lines) + "\n")
 
 
+# --- Debian packages ------------------------------------------------------------------
+
+
 def as_root(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return cmd
     if shutil.which("sudo"):
         return ["sudo", *cmd]
-    sys.exit(f"need root for: {' '.join(cmd)}")
+    sys.exit(f"need root (or sudo) for: {' '.join(cmd)}")
 
 
-def apt_install(*packages: str) -> None:
+_packages_checked = False
+
+
+def install_service_packages() -> None:
+    """Install the missing packages of deploy/apt/services.txt (once per run)."""
+    global _packages_checked
+    if _packages_checked:
+        return
+    _packages_checked = True
+    if not shutil.which("dpkg-query") or not shutil.which("apt-get"):
+        return  # not Debian: the binaries must already be there (checked when used)
+    wanted = SERVICE_PACKAGES.read_text().split("\n")
+    packages = [w.split("#")[0].strip() for w in wanted if w.split("#")[0].strip()]
     missing = [
         p
         for p in packages
-        if subprocess.run(
+        if "install ok installed"
+        not in subprocess.run(
             ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
-        ).stdout.find("install ok installed")
-        < 0
+        ).stdout
     ]
     if not missing:
         return
     log(f"installing Debian packages: {' '.join(missing)}")
-    subprocess.run(as_root(["apt-get", "update", "-qq"]), check=True)
+    # bootstrap.sh sets RENTLEDGER_APT_UPDATED when it already refreshed the lists.
+    if not os.environ.get("RENTLEDGER_APT_UPDATED"):
+        subprocess.run(as_root(["apt-get", "update", "-qq"]), check=True)
+    # `env` rather than Popen's env=: sudo drops the caller's environment.
     subprocess.run(
-        as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]),
+        as_root(
+            ["env", "DEBIAN_FRONTEND=noninteractive"]
+            + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+        ),
         check=True,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         stdout=subprocess.DEVNULL,
     )
 
 
-def wait_for(host: str, port: int, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if answers(host, port):
-            return
-        time.sleep(0.1)
-    sys.exit(f"{what} did not start on {host}:{port}; see {RUN}")
+# --- private PostgreSQL ---------------------------------------------------------------
+
+
+def pg_run_as() -> str | None:
+    """The user the private cluster runs as: `postgres` when we are root, else us."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def pg_cmd(*args: str) -> list[str]:
+    run_as = pg_run_as()
+    return ["runuser", "-u", run_as, "--", *args] if run_as else list(args)
 
 
 def pg_bin() -> Path:
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-    )
-    if not candidates:
-        sys.exit("PostgreSQL server binaries not found under /usr/lib/postgresql")
-    return candidates[-1]
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if candidates:
+        return candidates[-1]  # Debian's layout; the newest installed major version
+    initdb = shutil.which("initdb") or shutil.which("pg_ctl")
+    if initdb:
+        return Path(initdb).parent
+    sys.exit("PostgreSQL server binaries (initdb, pg_ctl) not found")
 
 
-def pg_data_dir(run_as: str | None) -> Path:
-    """`.data/pg`, unless the server's user cannot reach the checkout.
+def outside_dir() -> Path:
+    """Where the cluster lives when the server's user cannot reach the checkout."""
+    digest = hashlib.sha1(bytes(ROOT)).hexdigest()[:10]
+    return Path("/var/tmp") / f"rentledger-{digest}"
 
-    PostgreSQL refuses to run as root, so as root we run it as `postgres`; when the
-    checkout sits under a private home (e.g. /root) that user cannot traverse to it,
-    so the cluster lives under /var/tmp and `.data/pg` points there.
+
+def pg_data_dir() -> Path:
+    """`.data/pg`, made usable by the server's user.
+
+    If that user cannot traverse to `.data` (a checkout under a private home such as
+    /root), the cluster lives in outside_dir()/pg and `.data/pg` is a symlink to it.
+    An existing symlink is kept, whatever the checkout's permissions are now.
     """
     target = DATA / "pg"
-    if run_as is None or target.is_symlink():
+    run_as = pg_run_as()
+    if target.is_symlink() or run_as is None:
         return target
-    probe = subprocess.run(["runuser", "-u", run_as, "--", "test", "-x", str(DATA)])
+    # `test -x` runs access(2) as that user, which checks every directory above too.
+    probe = subprocess.run(["runuser", "-u", run_as, "--", "test", "-x", str(DATA)], cwd="/")
     if probe.returncode == 0:
         return target
-    outside = Path("/var/tmp") / f"rentledger-{hashlib.sha1(bytes(ROOT)).hexdigest()[:10]}"
-    outside.mkdir(parents=True, exist_ok=True)
-    shutil.chown(outside, run_as, run_as)
-    target.symlink_to(outside)
+    if (target / "PG_VERSION").exists():
+        sys.exit(
+            f"{target} holds a cluster that {run_as} cannot reach: make the folders above "
+            f"it traversable (chmod o+x) or move it away to start a new one"
+        )
+    if target.is_dir():
+        target.rmdir()  # an empty leftover; fails loudly if it is not empty
+    outside = outside_dir()
+    (outside / "pg").mkdir(parents=True, exist_ok=True)
+    for path in (outside, outside / "pg"):
+        shutil.chown(path, run_as, run_as)
+    if (outside / "pg" / "PG_VERSION").exists():
+        log(f"reusing the PostgreSQL cluster left in {outside / 'pg'}")
+    log(f"{run_as} cannot reach {DATA}: the cluster lives in {outside / 'pg'}")
+    target.symlink_to(outside / "pg")
     return target
 
 
-def start_private_postgres() -> str:
-    apt_install("postgresql")
+def pg_log_file(pgdata: Path) -> Path:
+    """Where pg_ctl writes the server log: `.data/run/pg.log`, or beside the cluster.
+
+    pg_ctl opens the log as the server's user, so it must reach the file: when the
+    cluster lives outside the checkout the log goes beside it (and `.data/run/pg.log`
+    is a symlink to it, for people looking there).
+    """
+    local = RUN / "pg.log"
+    if not pgdata.is_symlink():
+        return local
+    outside_log = pgdata.resolve().parent / "pg.log"
+    if not local.is_symlink():
+        local.unlink(missing_ok=True)
+        local.symlink_to(outside_log)
+    return outside_log
+
+
+def pg_running_port(pgdata: Path) -> int | None:
+    """The port of this checkout's cluster if its postmaster runs (from postmaster.pid).
+
+    postmaster.pid lines: pid, data dir, start time, port, socket dir, listen address,
+    shared memory key, status.
+    """
+    pid_file = pgdata / "postmaster.pid"
+    if not live_pid(pid_file, "postgres"):
+        return None
+    try:
+        return int(pid_file.read_text().splitlines()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pg_url(port: int) -> str:
+    return f"postgres://postgres@127.0.0.1:{port}/{DB_NAME}"
+
+
+def ensure_private_postgres(preferred_port: int | None) -> str:
     RUN.mkdir(parents=True, exist_ok=True)
-    run_as = "postgres" if os.geteuid() == 0 else None
-    pgdata = pg_data_dir(run_as)
-    sockdir = pgdata.resolve().parent / "pgsock" if pgdata.is_symlink() else RUN
-    sockdir.mkdir(parents=True, exist_ok=True)
-    pgdata.resolve().mkdir(parents=True, exist_ok=True)
+    port = pg_running_port(DATA / "pg")
+    if port:
+        # It may still be starting up (or recovering after a crash).
+        if not wait_until(lambda: not port_free(port)):
+            log_file = RUN / "pg.log"
+            sys.exit(
+                f"PostgreSQL runs but does not listen on {port}; {log_file}:\n{tail(log_file)}"
+            )
+        return pg_url(port)
 
-    def cmd(*args: str) -> list[str]:
-        return ["runuser", "-u", run_as, "--", *args] if run_as else list(args)
-
+    install_service_packages()  # first: it creates the `postgres` user pg_data_dir needs
+    pgdata = pg_data_dir()
+    binary = pg_bin()
+    run_as = pg_run_as()
+    real = pgdata.resolve()
+    real.mkdir(parents=True, exist_ok=True)
+    logfile = pg_log_file(pgdata)
+    logfile.touch()
     if run_as:
         uid = pwd.getpwnam(run_as).pw_uid
-        for p in (pgdata.resolve(), sockdir):
-            os.chown(p, uid, -1)
-        os.chmod(RUN, 0o777)  # the postgres user writes its log here
-    binary = pg_bin()
-    if not (pgdata / "PG_VERSION").exists():
-        log(f"initialising a private PostgreSQL cluster in {pgdata}")
+        os.chown(real, uid, -1)
+        os.chown(logfile, uid, -1)  # pg_ctl appends to it as that user
+
+    if not (real / "PG_VERSION").exists():
+        log(f"initialising a private PostgreSQL cluster in {real}")
         subprocess.run(
-            cmd(str(binary / "initdb"), "-D", str(pgdata.resolve()), "-U", "postgres",
-                "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"),
-            check=True, stdout=subprocess.DEVNULL,
+            pg_cmd(
+                *(str(binary / "initdb"), "-D", str(real), "-U", "postgres"),
+                *("-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"),
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd="/",  # the server's user may not be able to enter the checkout
         )
-    log(f"starting private PostgreSQL on 127.0.0.1:{PRIVATE_PG_PORT}")
-    subprocess.run(
-        cmd(str(binary / "pg_ctl"), "-D", str(pgdata.resolve()), "-l", str(RUN / "pg.log"),
-            "-w", "-t", "30", "-o", f"-h 127.0.0.1 -p {PRIVATE_PG_PORT} -k {sockdir}", "start"),
-        check=True, stdout=subprocess.DEVNULL,
+
+    wait_for_reaping(real / "postmaster.pid", "postgres")
+    port = pick_port(PG_BASE_PORT, preferred_port)
+    log(f"starting private PostgreSQL on 127.0.0.1:{port} (log: {logfile})")
+    # -k '': no Unix socket (see the module docstring); pg_ctl runs -o through sh.
+    started = subprocess.run(
+        pg_cmd(
+            *(str(binary / "pg_ctl"), "-D", str(real), "-l", str(logfile)),
+            *("-w", "-t", "30", "-o", f"-h 127.0.0.1 -p {port} -k ''", "start"),
+        ),
+        stdout=subprocess.DEVNULL,
+        cwd="/",
     )
-    wait_for("127.0.0.1", PRIVATE_PG_PORT, "PostgreSQL")
-    return PRIVATE_PG_URL
+    if started.returncode != 0 or not wait_until(lambda: not port_free(port)):
+        sys.exit(f"PostgreSQL did not start on 127.0.0.1:{port}; {logfile}:\n{tail(logfile)}")
+    return pg_url(port)
 
 
-def start_private_redis() -> str:
-    apt_install("redis-server")
-    RUN.mkdir(parents=True, exist_ok=True)
-    log(f"starting private Redis on 127.0.0.1:{PRIVATE_REDIS_PORT}")
+def stop_private_postgres() -> None:
+    pgdata = DATA / "pg"
+    port = pg_running_port(pgdata)
+    if not port:
+        return
+    log(f"stopping private PostgreSQL on 127.0.0.1:{port}")
     subprocess.run(
-        ["redis-server", "--port", str(PRIVATE_REDIS_PORT), "--bind", "127.0.0.1",
-         "--daemonize", "yes", "--save", "", "--appendonly", "no", "--dir", str(RUN),
-         "--pidfile", str(RUN / "redis.pid"), "--logfile", str(RUN / "redis.log")],
+        pg_cmd(str(pg_bin() / "pg_ctl"), "-D", str(pgdata.resolve()), "-m", "fast", "stop"),
         check=True,
+        stdout=subprocess.DEVNULL,
+        cwd="/",
     )
-    wait_for("127.0.0.1", PRIVATE_REDIS_PORT, "Redis")
-    return PRIVATE_REDIS_URL
 
 
-def choose(name: str, recorded: dict[str, str], standard: str, private: str, start) -> str:
-    if os.environ.get(name):
-        return os.environ[name]
-    if recorded.get(name) and url_answers(recorded[name]):
-        return recorded[name]
-    for url in (standard, private):  # a shared server, or ours from an earlier run
-        if url_answers(url):
-            return url
-    return start()
+def pg_usable(url: str) -> bool:
+    """True if we can log in to the server of `url` (its `postgres` database)."""
+    import psycopg  # from the venv
+
+    try:
+        with psycopg.connect(admin_url(url), connect_timeout=5):
+            return True
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log(f"skipping PostgreSQL at {url}: {reason}")
+        return False
+
+
+def admin_url(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
 
 
 def ensure_database(url: str) -> None:
     import psycopg  # from the venv
+    from psycopg import sql
 
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") or DB_NAME
-    admin = url.replace(parts.path, "/postgres", 1) if parts.path else url + "/postgres"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+    name = urlsplit(url).path.lstrip("/") or DB_NAME
+    with psycopg.connect(admin_url(url), autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             log(f"creating database {name}")
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # The first migration creates btree_gist; say so now rather than mid-migrate.
+        if not conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'btree_gist'"
+        ).fetchone():
+            sys.exit(
+                f"the PostgreSQL server at {url} lacks the btree_gist extension (contrib "
+                "modules); on Debian they ship in postgresql-NN / postgresql-contrib"
+            )
 
 
-def main() -> None:
+# --- private Redis --------------------------------------------------------------------
+
+
+def redis_running_port() -> int | None:
+    """The port of this checkout's Redis if it runs (its pid file names a live redis)."""
+    if not live_pid(REDIS_PID, "redis-server") or not REDIS_CONF.exists():
+        return None
+    for line in REDIS_CONF.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "port":
+            return int(value)
+    return None
+
+
+def redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def quoted(path: Path) -> str:
+    # Redis config strings accept double quotes with backslash escapes, as JSON writes.
+    return json.dumps(str(path), ensure_ascii=False)
+
+
+def ensure_private_redis(preferred_port: int | None) -> str:
+    RUN.mkdir(parents=True, exist_ok=True)
+    port = redis_running_port()
+    if port:
+        if not wait_until(lambda: redis_usable(redis_url(port), quiet=True)):
+            sys.exit(f"Redis runs but does not answer on {port}:\n{tail(RUN / 'redis.log')}")
+        return redis_url(port)
+
+    install_service_packages()
+    server = shutil.which("redis-server") or sys.exit("redis-server not found")
+    port = pick_port(REDIS_BASE_PORT, preferred_port)
+    # A config file rather than arguments: it also records which port this checkout's
+    # server uses (read back by redis_running_port).
+    REDIS_CONF.write_text(
+        "\n".join(
+            [
+                "# Written by deploy/services.py: this checkout's private Redis.",
+                f"port {port}",
+                "bind 127.0.0.1",
+                "daemonize yes",
+                'save ""',  # no RDB snapshots: a development broker and cache
+                "appendonly no",
+                f"dir {quoted(RUN)}",
+                f"pidfile {quoted(REDIS_PID)}",
+                f"logfile {quoted(RUN / 'redis.log')}",
+                "",
+            ]
+        )
+    )
+    log(f"starting private Redis on 127.0.0.1:{port}")
+    subprocess.run([server, str(REDIS_CONF)], check=True)
+    if not wait_until(lambda: redis_usable(redis_url(port), quiet=True)):
+        sys.exit(f"Redis did not start on 127.0.0.1:{port}:\n{tail(RUN / 'redis.log')}")
+    return redis_url(port)
+
+
+def stop_private_redis() -> None:
+    pid = live_pid(REDIS_PID, "redis-server")
+    if not pid:
+        return
+    log(f"stopping private Redis (pid {pid})")
+    os.kill(pid, signal.SIGTERM)  # a clean shutdown, like `redis-cli shutdown`
+    if not wait_until(lambda: proc_state(pid, "redis-server") in {None, "Z"}, 10):
+        sys.exit(f"Redis (pid {pid}) did not stop; see {RUN / 'redis.log'}")
+
+
+def redis_usable(url: str, quiet: bool = False) -> bool:
+    """True if a Redis at `url` answers PING (not just any listener on the port)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2
+        ) as sock:
+            if parts.password:
+                user = parts.username or "default"
+                sock.sendall(f"AUTH {user} {parts.password}\r\n".encode())
+                sock.recv(256)
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(256)
+    except OSError as exc:
+        reply = str(exc).encode()
+    if reply.startswith(b"+PONG"):
+        return True
+    if not quiet:
+        log(f"skipping Redis at {url}: {reply.decode(errors='replace').strip()}")
+    return False
+
+
+# --- choosing -------------------------------------------------------------------------
+
+
+def choose(
+    name: str,
+    recorded: dict[str, str],
+    standard: str,
+    base_port: int,
+    usable: Callable[[str], bool],
+    ensure_private: Callable[[int | None], str],
+) -> str:
+    rec = recorded.get(name)
+    rec_private = private_port(rec, base_port)
+    if forced():
+        if os.environ.get(name):
+            log(f"{FORCE_VAR} is set: ignoring {name} from the environment")
+        return ensure_private(rec_private)
+    if os.environ.get(name):
+        return os.environ[name]
+    if rec_private:  # this checkout already uses a private server: stick to it
+        return ensure_private(rec_private)
+    if rec and usable(rec):
+        return rec
+    if usable(standard):
+        return standard
+    return ensure_private(None)
+
+
+def main(argv: list[str]) -> None:
+    if argv == ["--stop"]:
+        stop_private_postgres()
+        stop_private_redis()
+        return
+    if argv:
+        sys.exit("usage: deploy/services.py [--stop]")
     recorded = read_env()
     db_url = choose(
-        "DATABASE_URL", recorded, f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-        PRIVATE_PG_URL, start_private_postgres,
+        "DATABASE_URL",
+        recorded,
+        STANDARD_PG_URL,
+        PG_BASE_PORT,
+        pg_usable,
+        ensure_private_postgres,
     )
-    redis_url = choose(
-        "REDIS_URL", recorded, "redis://127.0.0.1:6379/0", PRIVATE_REDIS_URL, start_private_redis
+    redis = choose(
+        "REDIS_URL",
+        recorded,
+        STANDARD_REDIS_URL,
+        REDIS_BASE_PORT,
+        redis_usable,
+        ensure_private_redis,
     )
     ensure_database(db_url)
     values = dict(recorded)
     values["DATABASE_URL"] = db_url
-    values["REDIS_URL"] = redis_url
+    values["REDIS_URL"] = redis
     values.setdefault("SECRET_KEY", secrets.token_urlsafe(48))
     values.setdefault("DEBUG", "true")
     if values != recorded:
         write_env(values)
     log(f"PostgreSQL: {db_url}")
-    log(f"Redis:      {redis_url}")
+    log(f"Redis:      {redis}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -100,7 +100,8 @@ class Invoice(LandlordOwned):
     issue_date = models.DateField()
     due_date = models.DateField()
     currency = CurrencyField()
-    number = models.CharField(max_length=32, null=True, blank=True)
+    # NULL while a draft: drafts take no number, so the issued series stays gapless.
+    number = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     state = models.CharField(max_length=8, choices=InvoiceState.choices, default=InvoiceState.DRAFT)
     subtotal_minor = models.BigIntegerField()
     tax_minor = models.BigIntegerField(default=0)

@@ -2,7 +2,6 @@ from django.urls import path
 
 from tenants import views
 
-app_name = "dashboard"
 urlpatterns = [
     path("", views.HomeView.as_view(), name="home"),
     path("switch/<int:landlord_id>/", views.SwitchLandlordView.as_view(), name="switch_landlord"),
