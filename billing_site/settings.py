@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "invoices",
     "payments",
     "dunning",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -139,7 +140,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Exactly one beat process runs this (two would double every tick: celery #2856).
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE = {
+    # Each tick bills whatever has become due in every landlord's own time zone and
+    # resumes unfinished runs, so a missed tick or a lost chunk heals on the next one.
+    "billing-runs-due": {"task": "invoices.tasks.start_due_billing_runs", "schedule": 15 * 60},
+    "notifications-retry": {"task": "invoices.tasks.notifications_retry_due", "schedule": 5 * 60},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,7 @@
 import pytest
 
+from billing_site.celery import app as celery_app
+
 from tests.factories import LandlordFactory, LeaseFactory, MembershipFactory
 
 
@@ -32,3 +34,11 @@ def owner(landlord, other_landlord):
 def staff_client(client, owner):
     client.force_login(owner)
     return client
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _celery_runs_inline():
+    """Unit tests run tasks inline (after commit, like the real thing); the Celery path
+    with a real worker and Redis is exercised by the fault test."""
+    celery_app.conf.task_always_eager = True
+    yield

@@ -25,6 +25,7 @@ from tenants.models import (
 )
 
 DEMO_PASSWORD = "rentledger-demo"
+DEMO_SLUGS = ("spree-living", "hudson-homes")
 
 FIRST = [
     "Anna",
@@ -255,3 +256,21 @@ def _lease(landlord, spec, unit, n, start, end, rent, status=LeaseStatus.ACTIVE)
         end_date=end,
     )
     return lease
+
+
+def seed_billing(*, now) -> list[str]:
+    """Bill the demo landlords' current month (each in its own time zone), through the
+    same service the Celery beat uses; a second call creates nothing."""
+    from invoices.services import billing_run_execute
+
+    lines = []
+    for landlord in Landlord.objects.filter(slug__in=DEMO_SLUGS).order_by("pk"):
+        today = now.astimezone(landlord.tz).date()
+        run = billing_run_execute(
+            landlord=landlord, period_start=today.replace(day=1), as_of=today, started_by="demo"
+        )
+        lines.append(
+            f"{landlord.name}: billing run {run.period_start:%Y-%m} {run.status}, "
+            f"{run.invoices_created} invoices"
+        )
+    return lines

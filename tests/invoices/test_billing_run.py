@@ -1,0 +1,220 @@
+"""The monthly billing run: exactly once, gapless numbers, balanced ledger, local days."""
+
+import threading
+from datetime import UTC, date, datetime
+
+import pytest
+from django.db import connection
+
+from invoices import services
+from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
+from ledger.selectors import document_balance, ledger_verify, trial_balance
+from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
+from tenants.models import ChargeFrequency, ChargeKind
+
+DEC = date(2026, 12, 1)
+END_OF_DEC = date(2026, 12, 31)
+
+
+def bill(landlord, period=DEC, as_of=END_OF_DEC):
+    return services.billing_run_execute(
+        landlord=landlord, period_start=period, as_of=as_of, started_by="test"
+    )
+
+
+@pytest.fixture
+def portfolio(landlord, other_landlord):
+    leases = [
+        ChargeFactory(lease__unit__property__landlord=landlord, amount_minor=100_000 + i).lease
+        for i in range(5)
+    ]
+    for lease in leases[:2]:
+        ChargeFactory(lease=lease, kind=ChargeKind.PARKING, amount_minor=5_000)
+    ChargeFactory.create_batch(3, lease__unit__property__landlord=other_landlord)
+    return leases
+
+
+def test_a_run_bills_every_active_lease_once_with_lines_and_totals(landlord, portfolio):
+    run = bill(landlord)
+    assert run.status == "completed"
+    assert (run.leases_due, run.invoices_created, run.failed) == (5, 5, 0)
+    invoice = Invoice.objects.get(lease=portfolio[0], period_start=DEC)
+    assert invoice.state == InvoiceState.ISSUED
+    assert invoice.total_minor == 105_000
+    assert [line.amount_minor for line in invoice.lines.all()] == [100_000, 5_000]
+
+
+def test_rerunning_a_billing_run_creates_no_new_invoices(landlord, portfolio):
+    bill(landlord)
+    numbers = sorted(Invoice.objects.values_list("number", flat=True))
+    run = bill(landlord)
+    assert run.invoices_created == 5
+    assert sorted(Invoice.objects.values_list("number", flat=True)) == numbers
+    assert BillingRun.objects.filter(landlord=landlord).count() == 1
+
+
+def test_a_duplicated_chunk_writes_nothing(landlord, portfolio):
+    run, chunks = services.billing_run_start(landlord=landlord, period_start=DEC, as_of=END_OF_DEC)
+    first = services.billing_run_process_chunk(run_id=run.pk, lease_ids=chunks[0])
+    again = services.billing_run_process_chunk(run_id=run.pk, lease_ids=chunks[0])
+    assert (first.created, again.created) == (5, 0)
+    assert Invoice.objects.filter(landlord=landlord).count() == 5
+
+
+def test_numbers_are_consecutive_per_landlord_without_gaps(landlord, other_landlord, portfolio):
+    bill(landlord)
+    bill(other_landlord)
+    bill(landlord, period=date(2027, 1, 1), as_of=date(2027, 1, 31))
+    for owner in (landlord, other_landlord):
+        by_year: dict[str, list[int]] = {}
+        for number in Invoice.objects.filter(landlord=owner).values_list("number", flat=True):
+            prefix, year, n = number.split("-")
+            by_year.setdefault(year, []).append(int(n))
+        for values in by_year.values():
+            assert sorted(values) == list(range(1, len(values) + 1))
+
+
+def test_issuing_posts_a_balanced_transaction_per_invoice(landlord, portfolio):
+    bill(landlord)
+    invoice = Invoice.objects.get(lease=portfolio[0], period_start=DEC)
+    assert document_balance(landlord=landlord, document_kind="invoice", document_id=invoice.pk) == {
+        "EUR": 105_000
+    }
+    assert trial_balance(landlord=landlord).totals == {"EUR": 0}
+    assert ledger_verify(landlord=landlord).ok
+
+
+def test_an_invoice_email_is_queued_once_per_invoice(landlord, portfolio):
+    bill(landlord)
+    bill(landlord)
+    assert Notification.objects.filter(landlord=landlord, kind="invoice_issued").count() == 5
+
+
+def test_a_lease_with_no_charges_is_recorded_as_an_error_and_the_run_goes_on(landlord, portfolio):
+    bare = LeaseFactory(unit__property__landlord=landlord)
+    run = bill(landlord)
+    assert (run.invoices_created, run.failed) == (5, 1)
+    issue = BillingRunIssue.objects.get(run=run, lease=bare)
+    assert issue.kind == "error" and "no charges" in issue.message
+
+
+def test_a_charge_in_another_currency_is_an_error_for_that_lease_only(landlord, portfolio):
+    lease = LeaseFactory(unit__property__landlord=landlord)
+    ChargeFactory(lease=lease, currency="USD")
+    run = bill(landlord)
+    assert run.failed == 1 and run.invoices_created == 5
+    assert "USD" in BillingRunIssue.objects.get(run=run, lease=lease).message
+    assert not Invoice.objects.filter(lease=lease).exists()
+
+
+def test_a_mid_month_move_in_is_issued_on_move_in_and_prorated(landlord):
+    lease = LeaseFactory(unit__property__landlord=landlord, start_date=date(2026, 12, 11))
+    ChargeFactory(lease=lease, amount_minor=310_000)
+    not_yet = bill(landlord, as_of=date(2026, 12, 10))
+    assert not_yet.invoices_created == 0
+    run = bill(landlord, as_of=date(2026, 12, 11))
+    invoice = Invoice.objects.get(lease=lease)
+    assert run.invoices_created == 1
+    assert invoice.issue_date == date(2026, 12, 11)
+    assert invoice.total_minor == 210_000  # 21 of 31 days
+
+
+def test_a_one_off_charge_is_billed_exactly_once(landlord):
+    lease = ChargeFactory(lease__unit__property__landlord=landlord).lease
+    ChargeFactory(
+        lease=lease,
+        kind=ChargeKind.OTHER,
+        frequency=ChargeFrequency.ONE_OFF,
+        start_date=date(2026, 12, 5),
+        amount_minor=7_500,
+    )
+    bill(landlord)
+    bill(landlord, period=date(2027, 1, 1), as_of=date(2027, 1, 31))
+    totals = list(
+        Invoice.objects.filter(lease=lease)
+        .order_by("period_start")
+        .values_list("total_minor", flat=True)
+    )
+    assert totals == [127_500, 120_000]
+
+
+def test_voiding_reverses_the_posting_and_voiding_again_is_refused(landlord, portfolio):
+    bill(landlord)
+    invoice = Invoice.objects.filter(landlord=landlord).first()
+    services.invoice_void(invoice=invoice, reason="Wrong rent", actor=None)
+    invoice.refresh_from_db()
+    assert invoice.state == InvoiceState.VOID
+    assert document_balance(landlord=landlord, document_kind="invoice", document_id=invoice.pk) in (
+        {},
+        {"EUR": 0},
+    )
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="already void"):
+        services.invoice_void(invoice=invoice, reason="again", actor=None)
+
+
+def tick(capture, when):
+    """One beat tick; chunk tasks are queued on commit, so run the captured callbacks."""
+    with capture(execute=True):
+        services.billing_runs_start_due(now=when)
+
+
+def test_the_schedule_bills_each_landlord_on_its_own_local_day(
+    db, django_capture_on_commit_callbacks
+):
+    berlin = LandlordFactory(timezone="Europe/Berlin")
+    new_york = LandlordFactory(timezone="America/New_York", default_currency="USD")
+    for owner in (berlin, new_york):
+        ChargeFactory(lease__unit__property__landlord=owner, lease__start_date=date(2026, 1, 1))
+    # 1 Dec 00:30 in Berlin is still 30 Nov in New York.
+    tick(django_capture_on_commit_callbacks, datetime(2026, 11, 30, 23, 30, tzinfo=UTC))
+    assert Invoice.objects.filter(landlord=berlin, period_start=DEC).count() == 1
+    assert not Invoice.objects.filter(landlord=new_york, period_start=DEC).exists()
+    tick(django_capture_on_commit_callbacks, datetime(2026, 12, 1, 5, 0, tzinfo=UTC))
+    assert Invoice.objects.filter(landlord=new_york, period_start=DEC).count() == 1
+
+
+def test_the_schedule_uses_local_days_across_a_dst_change(db, django_capture_on_commit_callbacks):
+    # Europe switches to summer time on 29 Mar 2026; 1 Apr 00:15 local is 31 Mar 22:15 UTC.
+    berlin = LandlordFactory(timezone="Europe/Berlin")
+    ChargeFactory(lease__unit__property__landlord=berlin, lease__start_date=date(2026, 1, 1))
+    tick(django_capture_on_commit_callbacks, datetime(2026, 3, 31, 21, 59, tzinfo=UTC))
+    assert not Invoice.objects.filter(period_start=date(2026, 4, 1)).exists()
+    tick(django_capture_on_commit_callbacks, datetime(2026, 3, 31, 22, 15, tzinfo=UTC))
+    assert Invoice.objects.filter(period_start=date(2026, 4, 1)).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_runs_of_one_landlord_keep_numbers_gapless():
+    landlord = LandlordFactory()
+    tenant = TenantFactory(landlord=landlord)
+    for _ in range(40):
+        ChargeFactory(lease__unit__property__landlord=landlord, lease__tenants=[tenant])
+    run, chunks = services.billing_run_start(
+        landlord=landlord, period_start=DEC, as_of=END_OF_DEC, chunk_size=10
+    )
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def worker():
+        try:
+            barrier.wait()
+            for chunk in chunks:  # both threads process every chunk: duplicates must be no-ops
+                services.billing_run_process_chunk(run_id=run.pk, lease_ids=chunk)
+        except Exception as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    numbers = sorted(
+        int(n.rsplit("-", 1)[1]) for n in Invoice.objects.values_list("number", flat=True)
+    )
+    assert numbers == list(range(1, 41))
+    assert ledger_verify(landlord=landlord).ok
