@@ -1,7 +1,6 @@
 import pytest
 
 from billing_site.celery import app as celery_app
-
 from tests.factories import LandlordFactory, LeaseFactory, MembershipFactory
 
 

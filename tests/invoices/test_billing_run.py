@@ -9,8 +9,8 @@ from django.db import connection
 from invoices import services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
 from ledger.selectors import document_balance, ledger_verify, trial_balance
-from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
 from tenants.models import ChargeFrequency, ChargeKind
+from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
 
 DEC = date(2026, 12, 1)
 END_OF_DEC = date(2026, 12, 31)
