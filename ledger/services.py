@@ -1,0 +1,622 @@
+"""Write actions on the ledger: accounts, postings, reversals.
+
+Every posting is validated here (readable errors) and again by PostgreSQL at commit
+(migration 0002), which has the last word. A landlord's postings serialise on its
+`LedgerHead` row, which makes `seq` gapless and the hash chain linear; idempotency
+keys are unique per landlord in the database, so a retried posting is a no-op.
+
+Callers above the ledger (invoices, payments, dunning) append their own audit
+records; the ledger itself is the audit trail of money.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ledger.hashing import EntryContent, chain_hash, content_hash
+from ledger.models import (
+    TENANT_ACCOUNT_CODES,
+    Account,
+    LedgerEntry,
+    LedgerHead,
+    LedgerTransaction,
+    account_kind_for,
+)
+from money.currency import is_known_currency
+from tenants.models import Landlord, Lease, Tenant
+
+# Rows per INSERT statement. Django's bulk_create sends one array per column (UNNEST)
+# on PostgreSQL, far below the 65,535 bind-parameter limit; the batch bounds memory.
+BULK_BATCH_SIZE = 5_000
+# Ids per `IN (...)` lookup: one bind parameter each, well below 65,535.
+LOOKUP_CHUNK = 10_000
+
+MAX_KEY_LENGTH = LedgerTransaction._meta.get_field("idempotency_key").max_length
+MAX_DESCRIPTION_LENGTH = LedgerTransaction._meta.get_field("description").max_length
+MAX_DOCUMENT_KIND_LENGTH = LedgerTransaction._meta.get_field("document_kind").max_length
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySpec:
+    """One line of a posting. `amount_minor`: debit positive, credit negative, never zero.
+
+    `tenant_id` defaults to the account's tenant (per-tenant accounts); `document_*`
+    names the document the entry belongs to (e.g. the invoice a payment settles).
+    """
+
+    account: Account
+    amount_minor: int
+    currency: str
+    tenant_id: int | None = None
+    lease_id: int | None = None
+    document_kind: str = ""
+    document_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSpec:
+    """One posting for `transactions_post_bulk`."""
+
+    idempotency_key: str
+    effective_at: datetime
+    description: str
+    entries: Sequence[EntrySpec]
+    document_kind: str = ""
+    document_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKey:
+    """Identifies an account within one landlord: code, currency and (per-tenant codes) tenant."""
+
+    code: str
+    currency: str
+    tenant_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A validated posting with its normalised entries and content hash."""
+
+    spec: TransactionSpec
+    entries: list[EntrySpec]
+    content_hash: str
+    reverses: LedgerTransaction | None = None
+    extra_ids: dict[str, set[int]] = field(default_factory=dict)
+
+
+# --- accounts -----------------------------------------------------------------------
+
+
+def _validate_account_key(*, code: str, currency: str, tenant_id: int | None) -> str:
+    kind = account_kind_for(code)
+    if kind is None:
+        raise ValidationError(
+            "%(code)s is not an account code of the chart of accounts.",
+            code="account_code",
+            params={"code": code},
+        )
+    if not is_known_currency(currency):
+        raise ValidationError(
+            "%(currency)s is not an ISO 4217 currency code.",
+            code="currency",
+            params={"currency": currency},
+        )
+    if code in TENANT_ACCOUNT_CODES and tenant_id is None:
+        raise ValidationError(
+            "A %(code)s account belongs to one tenant: pass the tenant.",
+            code="account_tenant",
+            params={"code": code},
+        )
+    if code not in TENANT_ACCOUNT_CODES and tenant_id is not None:
+        raise ValidationError(
+            "A %(code)s account is landlord-wide: it cannot belong to a tenant.",
+            code="account_tenant",
+            params={"code": code},
+        )
+    return kind
+
+
+def _check_tenants_belong(*, landlord: Landlord, tenant_ids: set[int]) -> None:
+    _check_ids_belong(landlord=landlord, model=Tenant, ids=tenant_ids, label="tenant")
+
+
+def _check_ids_belong(*, landlord: Landlord, model, ids: set[int], label: str) -> None:
+    wanted = sorted(ids)
+    found: set[int] = set()
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        chunk = wanted[start : start + LOOKUP_CHUNK]
+        found.update(
+            model.objects.for_landlord(landlord).filter(pk__in=chunk).values_list("pk", flat=True)
+        )
+    missing = ids - found
+    if missing:
+        raise ValidationError(
+            "No %(label)s %(ids)s for this landlord.",
+            code=f"{label}_scope",
+            params={"label": label, "ids": ", ".join(map(str, sorted(missing)[:10]))},
+        )
+
+
+def account_get_or_create(
+    *, landlord: Landlord, code: str, currency: str, tenant: Tenant | None = None
+) -> Account:
+    """The landlord's account `code` in `currency` (for `tenant` if it is a per-tenant code).
+
+    Race-safe: the insert is `ON CONFLICT DO NOTHING` against the unique
+    (landlord, code, currency, tenant) constraint, then the row is read back.
+    """
+    tenant_id = tenant.pk if tenant is not None else None
+    return accounts_get_or_create(
+        landlord=landlord, keys=[AccountKey(code=code, currency=currency, tenant_id=tenant_id)]
+    )[AccountKey(code=code, currency=currency, tenant_id=tenant_id)]
+
+
+def _accounts_fetch(*, landlord: Landlord, keys: set[AccountKey]) -> dict[AccountKey, Account]:
+    found: dict[AccountKey, Account] = {}
+    by_code_currency: dict[tuple[str, str], list[int | None]] = defaultdict(list)
+    for key in keys:
+        by_code_currency[(key.code, key.currency)].append(key.tenant_id)
+    for (code, currency), tenant_ids in by_code_currency.items():
+        base = Account.objects.for_landlord(landlord).filter(code=code, currency=currency)
+        if None in tenant_ids:
+            for account in base.filter(tenant__isnull=True):
+                found[AccountKey(code, currency, None)] = account
+        ids = sorted(t for t in tenant_ids if t is not None)
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            for account in base.filter(tenant_id__in=ids[start : start + LOOKUP_CHUNK]):
+                found[AccountKey(code, currency, account.tenant_id)] = account
+    return found
+
+
+def accounts_get_or_create(
+    *, landlord: Landlord, keys: Iterable[AccountKey]
+) -> dict[AccountKey, Account]:
+    """Many accounts at once (e.g. the receivable of every tenant in a billing chunk).
+
+    One SELECT per (code, currency) and 10,000 tenants when all accounts exist; the
+    missing ones are inserted with one `INSERT ... ON CONFLICT DO NOTHING` and read back.
+    """
+    wanted = set(keys)
+    kinds = {
+        key: _validate_account_key(code=key.code, currency=key.currency, tenant_id=key.tenant_id)
+        for key in wanted
+    }
+    found = _accounts_fetch(landlord=landlord, keys=wanted)
+    missing = wanted - found.keys()
+    if not missing:
+        return found
+    _check_tenants_belong(
+        landlord=landlord, tenant_ids={k.tenant_id for k in missing if k.tenant_id is not None}
+    )
+    Account.objects.bulk_create(
+        [
+            Account(
+                landlord=landlord,
+                code=key.code,
+                kind=kinds[key],
+                currency=key.currency,
+                tenant_id=key.tenant_id,
+            )
+            for key in missing
+        ],
+        ignore_conflicts=True,
+        batch_size=BULK_BATCH_SIZE,
+    )
+    found.update(_accounts_fetch(landlord=landlord, keys=missing))
+    return found
+
+
+# --- validation and hashing ---------------------------------------------------------
+
+
+def _invalid(message: str, code: str, **params) -> ValidationError:
+    return ValidationError(message, code=code, params=params)
+
+
+def _check_document_ref(kind: str, doc_id: int | None, *, where: str) -> None:
+    if bool(kind) != (doc_id is not None):
+        raise _invalid(
+            "%(where)s: document_kind and document_id go together.", "document_ref", where=where
+        )
+    if len(kind) > MAX_DOCUMENT_KIND_LENGTH:
+        raise _invalid("%(where)s: document_kind is too long.", "document_ref", where=where)
+
+
+def _prepare(
+    *, landlord: Landlord, spec: TransactionSpec, reverses: LedgerTransaction | None = None
+) -> _Prepared:
+    """Validate one posting in Python and compute its content hash (no queries)."""
+    key = spec.idempotency_key
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise _invalid(
+            "The idempotency key must be 1 to %(n)s characters.",
+            "idempotency_key",
+            n=MAX_KEY_LENGTH,
+        )
+    where = f"Posting {key!r}"
+    if not isinstance(spec.effective_at, datetime) or timezone.is_naive(spec.effective_at):
+        raise _invalid(
+            "%(where)s: effective_at must be a timezone-aware datetime.",
+            "effective_at",
+            where=where,
+        )
+    if len(spec.description) > MAX_DESCRIPTION_LENGTH:
+        raise _invalid("%(where)s: the description is too long.", "description", where=where)
+    _check_document_ref(spec.document_kind, spec.document_id, where=where)
+    if len(spec.entries) < 2:
+        raise _invalid("%(where)s needs at least two entries.", "too_few_entries", where=where)
+
+    entries: list[EntrySpec] = []
+    totals: dict[str, int] = defaultdict(int)
+    tenant_ids: set[int] = set()
+    lease_ids: set[int] = set()
+    for entry in spec.entries:
+        account = entry.account
+        amount = entry.amount_minor
+        if type(amount) is not int or amount == 0:
+            raise _invalid(
+                "%(where)s: every amount must be a non-zero integer of minor units (got %(amount)r).",
+                "amount",
+                where=where,
+                amount=amount,
+            )
+        if account.pk is None or account.landlord_id != landlord.pk:
+            raise _invalid(
+                "%(where)s: account %(account)s does not belong to this landlord.",
+                "account_scope",
+                where=where,
+                account=account,
+            )
+        if entry.currency != account.currency:
+            raise _invalid(
+                "%(where)s: a %(currency)s amount cannot be booked on %(account)s.",
+                "currency_mismatch",
+                where=where,
+                currency=entry.currency,
+                account=account,
+            )
+        _check_document_ref(entry.document_kind, entry.document_id, where=where)
+        tenant_id = entry.tenant_id if entry.tenant_id is not None else account.tenant_id
+        if tenant_id is not None and tenant_id != account.tenant_id:
+            tenant_ids.add(tenant_id)
+        if entry.lease_id is not None:
+            lease_ids.add(entry.lease_id)
+        if tenant_id != entry.tenant_id:
+            entry = EntrySpec(
+                account=account,
+                amount_minor=amount,
+                currency=entry.currency,
+                tenant_id=tenant_id,
+                lease_id=entry.lease_id,
+                document_kind=entry.document_kind,
+                document_id=entry.document_id,
+            )
+        entries.append(entry)
+        totals[entry.currency] += amount
+    unbalanced = {currency: total for currency, total in totals.items() if total}
+    if unbalanced:
+        raise _invalid(
+            "%(where)s does not balance: %(totals)s (debits and credits must sum to 0 per currency).",
+            "unbalanced",
+            where=where,
+            totals=", ".join(f"{c} {t:+d}" for c, t in sorted(unbalanced.items())),
+        )
+    digest = content_hash(
+        idempotency_key=key,
+        effective_at=spec.effective_at,
+        description=spec.description,
+        document_kind=spec.document_kind,
+        document_id=spec.document_id,
+        reverses_key=reverses.idempotency_key if reverses is not None else None,
+        entries=[_entry_content(e) for e in entries],
+    )
+    return _Prepared(
+        spec=spec,
+        entries=entries,
+        content_hash=digest,
+        reverses=reverses,
+        extra_ids={"tenant": tenant_ids, "lease": lease_ids},
+    )
+
+
+def _entry_content(entry: EntrySpec) -> EntryContent:
+    return EntryContent(
+        account_code=entry.account.code,
+        account_currency=entry.account.currency,
+        account_tenant_id=entry.account.tenant_id,
+        amount_minor=entry.amount_minor,
+        currency=entry.currency,
+        tenant_id=entry.tenant_id,
+        lease_id=entry.lease_id,
+        document_kind=entry.document_kind,
+        document_id=entry.document_id,
+    )
+
+
+def _check_references(*, landlord: Landlord, prepared: Iterable[_Prepared]) -> None:
+    """Tenants and leases named by entries must be the landlord's (one query per kind)."""
+    tenant_ids: set[int] = set()
+    lease_ids: set[int] = set()
+    for p in prepared:
+        tenant_ids |= p.extra_ids["tenant"]
+        lease_ids |= p.extra_ids["lease"]
+    if tenant_ids:
+        _check_ids_belong(landlord=landlord, model=Tenant, ids=tenant_ids, label="tenant")
+    if lease_ids:
+        _check_ids_belong(landlord=landlord, model=Lease, ids=lease_ids, label="lease")
+
+
+def _same_or_conflict(existing: LedgerTransaction, prepared: _Prepared) -> LedgerTransaction:
+    if existing.content_hash != prepared.content_hash:
+        raise _invalid(
+            "Idempotency key %(key)s was already used for a different posting (#%(seq)s).",
+            "idempotency_conflict",
+            key=existing.idempotency_key,
+            seq=existing.seq,
+        )
+    return existing
+
+
+def _head_lock(landlord: Landlord) -> LedgerHead:
+    """Lock the landlord's chain head (creating it on first use). Held until commit."""
+    head = LedgerHead.objects.select_for_update().filter(landlord=landlord).first()
+    if head is None:
+        LedgerHead.objects.bulk_create([LedgerHead(landlord=landlord)], ignore_conflicts=True)
+        head = LedgerHead.objects.select_for_update().get(landlord=landlord)
+    return head
+
+
+def _build_rows(
+    *, landlord: Landlord, prepared: _Prepared, seq: int, prev_hash: str
+) -> tuple[LedgerTransaction, list[LedgerEntry]]:
+    spec = prepared.spec
+    txn = LedgerTransaction(
+        landlord=landlord,
+        seq=seq,
+        idempotency_key=spec.idempotency_key,
+        description=spec.description,
+        effective_at=spec.effective_at,
+        document_kind=spec.document_kind,
+        document_id=spec.document_id,
+        reverses=prepared.reverses,
+        content_hash=prepared.content_hash,
+        prev_hash=prev_hash,
+        hash=chain_hash(prev_hash=prev_hash, seq=seq, content_hash=prepared.content_hash),
+    )
+    entries = [
+        LedgerEntry(
+            landlord_id=landlord.pk,
+            account_id=e.account.pk,
+            amount_minor=e.amount_minor,
+            currency=e.currency,
+            tenant_id=e.tenant_id,
+            lease_id=e.lease_id,
+            document_kind=e.document_kind,
+            document_id=e.document_id,
+        )
+        for e in prepared.entries
+    ]
+    return txn, entries
+
+
+def _constraint_name(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+# --- posting ------------------------------------------------------------------------
+
+
+def _post(*, landlord: Landlord, prepared: _Prepared) -> LedgerTransaction:
+    key = prepared.spec.idempotency_key
+    with transaction.atomic():
+        # Replays are the common retry: answer them without waiting for the head lock.
+        existing = (
+            LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
+        )
+        if existing is not None:
+            return _same_or_conflict(existing, prepared)
+        _check_references(landlord=landlord, prepared=[prepared])
+        head = _head_lock(landlord)
+        # Every poster of this landlord holds the head lock, so this read is race-free;
+        # the unique constraint below is still the last word.
+        existing = (
+            LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
+        )
+        if existing is not None:
+            return _same_or_conflict(existing, prepared)
+        if prepared.reverses is not None:
+            _check_not_reversed(prepared.reverses)
+        seq = head.last_seq + 1
+        txn, entries = _build_rows(
+            landlord=landlord, prepared=prepared, seq=seq, prev_hash=head.last_hash
+        )
+        try:
+            with transaction.atomic():
+                txn.save(force_insert=True)
+        except IntegrityError as exc:
+            name = _constraint_name(exc)
+            if name == "ledger_transaction_unique_key":
+                existing = LedgerTransaction.objects.for_landlord(landlord).get(idempotency_key=key)
+                return _same_or_conflict(existing, prepared)
+            if name == "ledger_transaction_reversed_once":
+                _check_not_reversed(prepared.reverses)
+            raise
+        for entry in entries:
+            entry.transaction = txn
+        LedgerEntry.objects.bulk_create(entries, batch_size=BULK_BATCH_SIZE)
+        LedgerHead.objects.filter(pk=head.pk).update(
+            last_seq=seq, last_hash=txn.hash, updated_at=timezone.now()
+        )
+    return txn
+
+
+def transaction_post(
+    *,
+    landlord: Landlord,
+    idempotency_key: str,
+    effective_at: datetime,
+    description: str,
+    entries: Sequence[EntrySpec],
+    document_kind: str = "",
+    document_id: int | None = None,
+) -> LedgerTransaction:
+    """Post one balanced transaction to the landlord's ledger, exactly once.
+
+    Rules: at least two entries; non-zero integer amounts; entries sum to zero per
+    currency; accounts are the landlord's and in the entry's currency. Posting again
+    with the same idempotency key returns the first transaction and creates nothing;
+    reusing the key for different content raises ValidationError.
+    """
+    spec = TransactionSpec(
+        idempotency_key=idempotency_key,
+        effective_at=effective_at,
+        description=description,
+        entries=list(entries),
+        document_kind=document_kind,
+        document_id=document_id,
+    )
+    return _post(landlord=landlord, prepared=_prepare(landlord=landlord, spec=spec))
+
+
+def transactions_post_bulk(
+    *, landlord: Landlord, specs: Sequence[TransactionSpec]
+) -> list[LedgerTransaction]:
+    """Post many transactions in one database transaction (the bulk billing path).
+
+    Each spec follows the rules of `transaction_post`. Specs whose idempotency key
+    already exists are skipped (a retried chunk writes nothing twice; a reused key
+    with different content raises). Returns the transactions created, in spec order,
+    with `pk` set. One head lock, set-based inserts; the caller chooses the chunk size.
+    """
+    prepared = [_prepare(landlord=landlord, spec=spec) for spec in specs]
+    keys = [p.spec.idempotency_key for p in prepared]
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        dupe = next(k for k in keys if k in seen or seen.add(k))
+        raise _invalid(
+            "Idempotency key %(key)s appears twice in one bulk post.", "idempotency_key", key=dupe
+        )
+    if not prepared:
+        return []
+    with transaction.atomic():
+        head = _head_lock(landlord)
+        existing: dict[str, str] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            existing.update(
+                LedgerTransaction.objects.for_landlord(landlord)
+                .filter(idempotency_key__in=keys[start : start + LOOKUP_CHUNK])
+                .values_list("idempotency_key", "content_hash")
+            )
+        fresh: list[_Prepared] = []
+        for p in prepared:
+            stored = existing.get(p.spec.idempotency_key)
+            if stored is None:
+                fresh.append(p)
+            elif stored != p.content_hash:
+                raise _invalid(
+                    "Idempotency key %(key)s was already used for a different posting.",
+                    "idempotency_conflict",
+                    key=p.spec.idempotency_key,
+                )
+        if not fresh:
+            return []
+        _check_references(landlord=landlord, prepared=fresh)
+
+        seq, prev_hash = head.last_seq, head.last_hash
+        txns: list[LedgerTransaction] = []
+        entry_groups: list[list[LedgerEntry]] = []
+        for p in fresh:
+            seq += 1
+            txn, entries = _build_rows(landlord=landlord, prepared=p, seq=seq, prev_hash=prev_hash)
+            prev_hash = txn.hash
+            txns.append(txn)
+            entry_groups.append(entries)
+        LedgerTransaction.objects.bulk_create(txns, batch_size=BULK_BATCH_SIZE)
+        all_entries: list[LedgerEntry] = []
+        for txn, entries in zip(txns, entry_groups, strict=True):
+            for entry in entries:
+                entry.transaction_id = txn.pk
+            all_entries.extend(entries)
+        LedgerEntry.objects.bulk_create(all_entries, batch_size=BULK_BATCH_SIZE)
+        LedgerHead.objects.filter(pk=head.pk).update(
+            last_seq=seq, last_hash=prev_hash, updated_at=timezone.now()
+        )
+    return txns
+
+
+# --- reversal -----------------------------------------------------------------------
+
+
+def _check_not_reversed(original: LedgerTransaction) -> None:
+    reversal = LedgerTransaction.objects.filter(reverses=original).only("seq").first()
+    if reversal is not None:
+        raise _invalid(
+            "Transaction #%(seq)s was already reversed by #%(by)s; it can be reversed only once.",
+            "already_reversed",
+            seq=original.seq,
+            by=reversal.seq,
+        )
+
+
+def transaction_reverse(
+    *,
+    landlord: Landlord,
+    transaction: LedgerTransaction,
+    reason: str,
+    effective_at: datetime,
+    idempotency_key: str | None = None,
+) -> LedgerTransaction:
+    """Cancel a posting the only way an append-only ledger allows: post its negation.
+
+    The reversal has every entry of the original with the opposite sign (same
+    accounts, tenants, leases and document references) and points at it through
+    `reverses`, which is unique: a transaction can be reversed once. With an
+    idempotency key, a retry returns the existing reversal; without one, a second
+    reversal raises ValidationError.
+    """
+    original = transaction
+    if original.landlord_id != landlord.pk:
+        raise _invalid("This transaction does not belong to this landlord.", "transaction_scope")
+    if idempotency_key is not None:
+        replay = (
+            LedgerTransaction.objects.for_landlord(landlord)
+            .filter(idempotency_key=idempotency_key, reverses=original)
+            .first()
+        )
+        if replay is not None:
+            return replay
+    _check_not_reversed(original)
+    entries = [
+        EntrySpec(
+            account=e.account,
+            amount_minor=-e.amount_minor,
+            currency=e.currency,
+            tenant_id=e.tenant_id,
+            lease_id=e.lease_id,
+            document_kind=e.document_kind,
+            document_id=e.document_id,
+        )
+        for e in original.entries.select_related("account").order_by("pk")
+    ]
+    description = f"Reversal of #{original.seq}: {reason}"[:MAX_DESCRIPTION_LENGTH]
+    spec = TransactionSpec(
+        idempotency_key=idempotency_key or f"reversal:{original.seq}:{uuid.uuid4().hex}",
+        effective_at=effective_at,
+        description=description,
+        entries=entries,
+        document_kind=original.document_kind,
+        document_id=original.document_id,
+    )
+    return _post(
+        landlord=landlord, prepared=_prepare(landlord=landlord, spec=spec, reverses=original)
+    )

@@ -1,0 +1,192 @@
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from ledger.models import AccountCode, LedgerEntry, LedgerHead, LedgerTransaction
+from ledger.selectors import document_balances, ledger_verify, tenant_balance
+from ledger.services import (
+    AccountKey,
+    EntrySpec,
+    TransactionSpec,
+    account_get_or_create,
+    accounts_get_or_create,
+    transactions_post_bulk,
+)
+from tests.factories import TenantFactory
+from tests.ledger.factories import WHEN, post_charge
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("other_books")]
+
+
+def charge_spec(books, invoice_id, amount=1_000, key=None):
+    doc = {"document_kind": "invoice", "document_id": invoice_id}
+    return TransactionSpec(
+        idempotency_key=key or f"invoice-{invoice_id}",
+        effective_at=WHEN + timedelta(minutes=invoice_id),
+        description=f"Invoice {invoice_id}",
+        entries=[
+            EntrySpec(books.receivable, amount, books.currency, **doc),
+            EntrySpec(books.rent_income, -amount, books.currency, **doc),
+        ],
+        **doc,
+    )
+
+
+def test_bulk_post_writes_a_verifiable_chain(books):
+    created = transactions_post_bulk(
+        landlord=books.landlord, specs=[charge_spec(books, i) for i in range(1, 51)]
+    )
+
+    assert [t.seq for t in created] == list(range(1, 51))
+    assert all(t.pk for t in created)
+    assert LedgerEntry.objects.for_landlord(books.landlord).count() == 100
+    assert tenant_balance(landlord=books.landlord, tenant=books.tenant) == {"EUR": 50_000}
+    head = LedgerHead.objects.get(landlord=books.landlord)
+    assert (head.last_seq, head.last_hash) == (50, created[-1].hash)
+    assert ledger_verify(landlord=books.landlord).ok
+
+
+def test_bulk_post_continues_the_chain_of_single_posts(books):
+    post_charge(books, 100, key="single")
+    created = transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, 7)])
+    assert created[0].seq == 2
+    assert created[0].prev_hash == LedgerTransaction.objects.get(idempotency_key="single").hash
+    transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, 8)])
+    assert ledger_verify(landlord=books.landlord).ok
+
+
+def test_bulk_post_skips_keys_that_already_exist(books):
+    transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, i) for i in (1, 2)])
+
+    created = transactions_post_bulk(
+        landlord=books.landlord, specs=[charge_spec(books, i) for i in (1, 2, 3)]
+    )
+
+    assert [t.idempotency_key for t in created] == ["invoice-3"]
+    assert created[0].seq == 3
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 3
+    assert transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, 1)]) == []
+
+
+def test_bulk_post_refuses_a_known_key_with_different_content(books):
+    transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, 1)])
+    with pytest.raises(ValidationError, match="already used for a different posting"):
+        transactions_post_bulk(
+            landlord=books.landlord, specs=[charge_spec(books, 1, amount=2), charge_spec(books, 2)]
+        )
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 1
+
+
+def test_bulk_post_refuses_a_key_twice_in_one_call(books):
+    with pytest.raises(ValidationError, match="appears twice"):
+        transactions_post_bulk(
+            landlord=books.landlord, specs=[charge_spec(books, 1), charge_spec(books, 1)]
+        )
+
+
+def test_one_bad_spec_writes_nothing(books):
+    bad = charge_spec(books, 2)
+    bad = TransactionSpec(
+        idempotency_key=bad.idempotency_key,
+        effective_at=bad.effective_at,
+        description="",
+        entries=[*bad.entries, EntrySpec(books.bank, 1, "EUR")],
+    )
+    with pytest.raises(ValidationError, match="does not balance"):
+        transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, 1), bad])
+    assert not LedgerTransaction.objects.for_landlord(books.landlord).exists()
+
+
+def test_bulk_post_uses_a_constant_number_of_queries(books, django_assert_max_num_queries):
+    tenants = TenantFactory.create_batch(3, landlord=books.landlord)
+    specs = []
+    for n in range(300):
+        tenant = tenants[n % 3]
+        specs.append(
+            TransactionSpec(
+                idempotency_key=f"k{n}",
+                effective_at=WHEN,
+                description="",
+                entries=[
+                    EntrySpec(books.bank, 5, "EUR", tenant_id=tenant.pk),
+                    EntrySpec(books.rent_income, -5, "EUR"),
+                ],
+            )
+        )
+    # head lock, existing keys, tenant scope, 1 + 1 inserts, head update, savepoint
+    with django_assert_max_num_queries(8):
+        transactions_post_bulk(landlord=books.landlord, specs=specs)
+
+
+def test_an_empty_bulk_post_does_nothing(books):
+    assert transactions_post_bulk(landlord=books.landlord, specs=[]) == []
+
+
+def test_accounts_are_fetched_or_created_in_bulk(landlord, django_assert_max_num_queries):
+    tenants = TenantFactory.create_batch(20, landlord=landlord)
+    keys = [AccountKey(AccountCode.RECEIVABLE, "EUR", t.pk) for t in tenants]
+    existing = account_get_or_create(
+        landlord=landlord, code=AccountCode.RECEIVABLE, currency="EUR", tenant=tenants[0]
+    )
+
+    with django_assert_max_num_queries(4):  # select, tenant scope, insert, select missing
+        accounts = accounts_get_or_create(landlord=landlord, keys=keys)
+    assert accounts[keys[0]].pk == existing.pk
+    assert {a.tenant_id for a in accounts.values()} == {t.pk for t in tenants}
+
+    with django_assert_max_num_queries(1):
+        again = accounts_get_or_create(
+            landlord=landlord, keys=[*keys, AccountKey(AccountCode.BANK, "EUR")][:-1]
+        )
+    assert {k: a.pk for k, a in again.items()} == {k: a.pk for k, a in accounts.items()}
+
+
+def test_account_get_or_create_returns_the_same_account(landlord):
+    first = account_get_or_create(landlord=landlord, code="income:parking", currency="EUR")
+    again = account_get_or_create(landlord=landlord, code="income:parking", currency="EUR")
+    assert first.pk == again.pk
+    assert first.kind == "income"
+    assert first.tenant_id is None
+
+
+def test_a_landlord_wide_account_is_unique_even_without_a_tenant(landlord):
+    """NULL tenant: the unique constraint is NULLS NOT DISTINCT."""
+    account_get_or_create(landlord=landlord, code="bank", currency="EUR")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_account (landlord_id, code, kind, currency, created_at, updated_at)"
+            " VALUES (%s, 'bank', 'asset', 'EUR', now(), now()) ON CONFLICT DO NOTHING",
+            [landlord.pk],
+        )
+        assert cursor.rowcount == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "with_tenant", "message"),
+    [
+        ("receivable", False, "belongs to one tenant"),
+        ("bank", True, "landlord-wide"),
+        ("petty_cash", False, "not an account code"),
+        ("income:", False, "not an account code"),
+    ],
+)
+def test_accounts_outside_the_chart_are_refused(landlord, code, with_tenant, message):
+    tenant = TenantFactory(landlord=landlord) if with_tenant else None
+    with pytest.raises(ValidationError, match=message):
+        account_get_or_create(landlord=landlord, code=code, currency="EUR", tenant=tenant)
+
+
+def test_an_account_for_another_landlords_tenant_is_refused(landlord, other_books):
+    with pytest.raises(ValidationError, match="No tenant"):
+        account_get_or_create(
+            landlord=landlord, code="receivable", currency="EUR", tenant=other_books.tenant
+        )
+
+
+def test_document_balances_follow_bulk_posted_invoices(books, other_books):
+    transactions_post_bulk(landlord=books.landlord, specs=[charge_spec(books, i) for i in (1, 2)])
+    assert document_balances(
+        landlord=books.landlord, document_kind="invoice", document_ids=[1, 2]
+    ) == {1: {"EUR": 1_000}, 2: {"EUR": 1_000}}
