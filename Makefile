@@ -33,5 +33,6 @@ bench: services
 	@$(MANAGE) bench $(or $(NAME),billing_run) --json
 
 clean-data:
-	@echo "This deletes .data/ (private databases, mail, PDFs)."; \
-	read -p "Type yes to continue: " ok && [ "$$ok" = yes ] && rm -rf .data .env
+	@echo "This stops this checkout's private servers and deletes .data/ (databases, mail, PDFs)."; \
+	read -p "Type yes to continue: " ok && [ "$$ok" = yes ] && \
+	{ [ ! -x $(PY) ] || $(PY) deploy/services.py --stop; } && rm -rf .data .env

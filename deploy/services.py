@@ -32,7 +32,8 @@ its log live in /var/tmp/rentledger-<hash of the checkout path>/ instead, and
 `.data/pg` and `.data/run/pg.log` are symlinks to them. Unix sockets are disabled: all
 clients use TCP on 127.0.0.1, which avoids socket-path length and permission problems.
 
-`deploy/services.py --stop` stops this checkout's private servers (data is kept).
+`deploy/services.py --stop` stops this checkout's private servers (data is kept); stop
+them before deleting `.data`, or they run on, orphaned, holding their ports.
 
 Idempotent: running it again reuses whatever runs. Only the standard library is
 needed, apart from psycopg (from the venv) for logging in and creating the database.
@@ -46,14 +47,13 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
@@ -160,6 +160,15 @@ def wait_for_reaping(pid_file: Path, program: str) -> None:
     """
     pid = read_pid(pid_file)
     wait_until(lambda: proc_state(pid, program) != "Z", 15)
+
+
+def redact(url: str) -> str:
+    """`url` with any password masked, for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def wait_until(check: Callable[[], bool], seconds: float = 30) -> bool:
@@ -346,18 +355,23 @@ def pg_url(port: int) -> str:
 
 def ensure_private_postgres(preferred_port: int | None) -> str:
     RUN.mkdir(parents=True, exist_ok=True)
-    port = pg_running_port(DATA / "pg")
+    pgdata = DATA / "pg"
+    port = pg_running_port(pgdata)  # the fast path of every later run
+    if not port:
+        install_service_packages()  # first: it creates the `postgres` user pg_data_dir needs
+        pgdata = pg_data_dir()
+        pg_log_file(pgdata)  # (re)makes the .data/run/pg.log symlink when outside
+        # A cluster left in /var/tmp (after `.data` was deleted) may still be running.
+        port = pg_running_port(pgdata)
     if port:
         # It may still be starting up (or recovering after a crash).
         if not wait_until(lambda: not port_free(port)):
-            log_file = RUN / "pg.log"
+            log_file = pg_log_file(pgdata)
             sys.exit(
                 f"PostgreSQL runs but does not listen on {port}; {log_file}:\n{tail(log_file)}"
             )
         return pg_url(port)
 
-    install_service_packages()  # first: it creates the `postgres` user pg_data_dir needs
-    pgdata = pg_data_dir()
     binary = pg_bin()
     run_as = pg_run_as()
     real = pgdata.resolve()
@@ -421,7 +435,7 @@ def pg_usable(url: str) -> bool:
             return True
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log(f"skipping PostgreSQL at {url}: {reason}")
+        log(f"skipping PostgreSQL at {redact(url)}: {reason}")
         return False
 
 
@@ -444,7 +458,7 @@ def ensure_database(url: str) -> None:
             "SELECT 1 FROM pg_available_extensions WHERE name = 'btree_gist'"
         ).fetchone():
             sys.exit(
-                f"the PostgreSQL server at {url} lacks the btree_gist extension (contrib "
+                f"the PostgreSQL server at {redact(url)} lacks the btree_gist extension (contrib "
                 "modules); on Debian they ship in postgresql-NN / postgresql-contrib"
             )
 
@@ -452,14 +466,37 @@ def ensure_database(url: str) -> None:
 # --- private Redis --------------------------------------------------------------------
 
 
+def redis_command(port: int, *args: str) -> bytes:
+    """Send one command to the Redis on 127.0.0.1:port; its raw reply (b"" if none)."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(request.encode())
+            return sock.recv(4096)
+    except OSError:
+        return b""
+
+
 def redis_running_port() -> int | None:
-    """The port of this checkout's Redis if it runs (its pid file names a live redis)."""
-    if not live_pid(REDIS_PID, "redis-server") or not REDIS_CONF.exists():
+    """The port of this checkout's Redis if it runs, from the config we started it with.
+
+    It is ours if its pid file names a live redis-server, or, should the pid file have
+    gone (`.data` deleted and recreated while it ran), if the server on that port says
+    it was started with our pid file.
+    """
+    if not REDIS_CONF.exists():
         return None
+    port = None
     for line in REDIS_CONF.read_text().splitlines():
         key, _, value = line.partition(" ")
         if key == "port":
-            return int(value)
+            port = int(value)
+    if port is None:
+        return None
+    if live_pid(REDIS_PID, "redis-server"):
+        return port
+    if str(REDIS_PID).encode() in redis_command(port, "CONFIG", "GET", "pidfile"):
+        return port
     return None
 
 
@@ -509,13 +546,13 @@ def ensure_private_redis(preferred_port: int | None) -> str:
 
 
 def stop_private_redis() -> None:
-    pid = live_pid(REDIS_PID, "redis-server")
-    if not pid:
+    port = redis_running_port()
+    if not port:
         return
-    log(f"stopping private Redis (pid {pid})")
-    os.kill(pid, signal.SIGTERM)  # a clean shutdown, like `redis-cli shutdown`
-    if not wait_until(lambda: proc_state(pid, "redis-server") in {None, "Z"}, 10):
-        sys.exit(f"Redis (pid {pid}) did not stop; see {RUN / 'redis.log'}")
+    log(f"stopping private Redis on 127.0.0.1:{port}")
+    redis_command(port, "SHUTDOWN")  # a clean shutdown, as `redis-cli shutdown` does
+    if not wait_until(lambda: port_free(port), 10):
+        sys.exit(f"Redis on {port} did not stop; see {RUN / 'redis.log'}")
 
 
 def redis_usable(url: str, quiet: bool = False) -> bool:
@@ -527,7 +564,7 @@ def redis_usable(url: str, quiet: bool = False) -> bool:
         ) as sock:
             if parts.password:
                 user = parts.username or "default"
-                sock.sendall(f"AUTH {user} {parts.password}\r\n".encode())
+                sock.sendall(f"AUTH {unquote(user)} {unquote(parts.password)}\r\n".encode())
                 sock.recv(256)
             sock.sendall(b"PING\r\n")
             reply = sock.recv(256)
@@ -536,7 +573,8 @@ def redis_usable(url: str, quiet: bool = False) -> bool:
     if reply.startswith(b"+PONG"):
         return True
     if not quiet:
-        log(f"skipping Redis at {url}: {reply.decode(errors='replace').strip()}")
+        reason = reply.decode(errors="replace").strip() or "no answer to PING (not Redis?)"
+        log(f"skipping Redis at {redact(url)}: {reason}")
     return False
 
 
@@ -600,8 +638,8 @@ def main(argv: list[str]) -> None:
     values.setdefault("DEBUG", "true")
     if values != recorded:
         write_env(values)
-    log(f"PostgreSQL: {db_url}")
-    log(f"Redis:      {redis}")
+    log(f"PostgreSQL: {redact(db_url)}")
+    log(f"Redis:      {redact(redis)}")
 
 
 if __name__ == "__main__":
