@@ -67,7 +67,12 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    def interrupt(*_args) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a process started in the background may inherit SIGINT as ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     time.sleep(1.5)
     print(
         f"\n  Rentledger is running: http://127.0.0.1:{PORT}/app/\n"
