@@ -57,6 +57,7 @@ BACKOFF = (
 # A row still `sending` after this long belongs to a worker that died mid-send.
 STUCK_AFTER = timedelta(minutes=15)
 BATCH_SIZE = 200
+MAX_PER_SWEEP = 2_000
 TEMPLATE_DIR = "invoices/email"
 
 
@@ -105,10 +106,14 @@ def notifications_send(*, notification_ids: list[int], now: datetime) -> int:
 
 
 def notifications_retry_due(*, now: datetime) -> int:
-    """The periodic sweep (every minute from beat): requeue rows stuck in `sending`
+    """The periodic sweep (every few minutes from beat): requeue rows stuck in `sending`
     for more than STUCK_AFTER because their worker died, then send every queued row
     that is due, BATCH_SIZE at a time. Queued rows with no retry time are included, so
-    a message whose on-commit task was lost (broker down) still goes out."""
+    a message whose on-commit task was lost (broker down) still goes out.
+
+    At most MAX_PER_SWEEP rows per call: a sweep must end well before STUCK_AFTER, or
+    the next sweep could requeue rows this one is still sending. The rest waits for
+    the next tick (the on-commit tasks carry the month-end volume, not this sweep)."""
     stuck = Notification.objects.filter(
         status=NotificationStatus.SENDING, updated_at__lt=now - STUCK_AFTER
     )
@@ -126,8 +131,8 @@ def notifications_retry_due(*, now: datetime) -> int:
     if requeued:
         log.warning("Requeued %d notifications stuck in sending", requeued)
 
-    sent, last_pk = 0, 0
-    while True:
+    sent, last_pk, handled = 0, 0, 0
+    while handled < MAX_PER_SWEEP:
         ids = list(
             _due(now=now)
             .filter(pk__gt=last_pk)
@@ -138,6 +143,8 @@ def notifications_retry_due(*, now: datetime) -> int:
             return sent
         sent += notifications_send(notification_ids=ids, now=now)
         last_pk = ids[-1]
+        handled += len(ids)
+    return sent
 
 
 def _due(*, now: datetime):
