@@ -32,6 +32,9 @@ bench: services
 	@$(MANAGE) migrate --no-input -v 0
 	@$(MANAGE) bench $(or $(NAME),billing_run) --json
 
+fault: services
+	@.venv/bin/pytest tests/fault -q -s
+
 clean-data:
 	@echo "This stops this checkout's private servers and deletes .data/ (databases, mail, PDFs)."; \
 	read -p "Type yes to continue: " ok && [ "$$ok" = yes ] && \
