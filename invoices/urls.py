@@ -1,3 +1,25 @@
 """Billing pages, mounted into the staff `dashboard` namespace by billing_site.urls."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from invoices import views
+
+urlpatterns = [
+    path("billing/", views.BillingRunListView.as_view(), name="billingrun_list"),
+    path("billing/run/", views.BillingRunStartView.as_view(), name="billingrun_start"),
+    path("billing/<int:pk>/", views.BillingRunDetailView.as_view(), name="billingrun_detail"),
+    path(
+        "billing/<int:pk>/progress/",
+        views.BillingRunProgressView.as_view(),
+        name="billingrun_progress",
+    ),
+    path("invoices/", views.InvoiceListView.as_view(), name="invoice_list"),
+    path("invoices/<int:pk>/", views.InvoiceDetailView.as_view(), name="invoice_detail"),
+    path("invoices/<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="invoice_pdf"),
+    path("invoices/<int:pk>/void/", views.InvoiceVoidView.as_view(), name="invoice_void"),
+    path(
+        "tenants/<int:pk>/statement/",
+        views.TenantStatementView.as_view(),
+        name="tenant_statement",
+    ),
+]

@@ -1,0 +1,287 @@
+"""Staff billing pages (/app/billing/, /app/invoices/): billing runs, invoices, statements.
+
+Edges only, on the dashboard's `StaffView` (login, current landlord, permission):
+parse input, call a selector or service, render. Looking needs VIEW; starting a run
+and voiding need MANAGE_MONEY. Objects come through `get_scoped`, so another
+landlord's id is a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.utils.http import content_disposition_header
+
+from invoices import selectors, services
+from invoices.models import BillingRun, Invoice
+from ledger import selectors as ledger_selectors
+from tenants.forms import apply_service_errors
+from tenants.models import Permission, Tenant
+from tenants.views import PAGE_SIZE, StaffView
+
+MONTH_INPUT = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
+
+
+class BillingMonthForm(forms.Form):
+    month = forms.DateField(
+        input_formats=["%Y-%m"],
+        widget=MONTH_INPUT,
+        help_text="The month to bill, e.g. 2026-12.",
+        error_messages={"invalid": "Enter a month as YYYY-MM, e.g. 2026-12."},
+    )
+
+    def clean_month(self) -> date:
+        return self.cleaned_data["month"].replace(day=1)
+
+
+class InvoiceVoidForm(forms.Form):
+    reason = forms.CharField(
+        max_length=300,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the ledger reversal and in the activity log, e.g. Billed the wrong tenant.",
+        error_messages={"required": "Say why the invoice is voided."},
+    )
+
+
+def _int_param(params, name: str) -> int | None:
+    value = params.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+def _month_param(params, name: str) -> date | None:
+    field = forms.DateField(input_formats=["%Y-%m"], required=False)
+    try:
+        value = field.clean(params.get(name, ""))
+    except ValidationError:
+        return None
+    return value.replace(day=1) if value else None
+
+
+def _with_credits(transactions) -> list:
+    """Entries get `credit_minor` (the credit as a positive amount) for Dr/Cr display."""
+    transactions = list(transactions)
+    for txn in transactions:
+        for entry in txn.entries.all():
+            entry.credit_minor = -entry.amount_minor
+    return transactions
+
+
+# --- billing runs -------------------------------------------------------------------
+
+
+class BillingRunListView(StaffView):
+    def get(self, request):
+        return self.render(
+            "invoices/dashboard/billingrun_list.html",
+            page=self.page(selectors.billing_run_list(landlord=self.landlord)),
+        )
+
+
+class BillingRunDetailView(StaffView):
+    def get(self, request, pk: int):
+        run = self.get_scoped(BillingRun, pk)
+        invoices = selectors.invoice_page(
+            landlord=self.landlord,
+            filters=selectors.InvoiceFilters(run_id=run.pk),
+            today=self.today(),
+            size=10,
+        )
+        return self.render(
+            "invoices/dashboard/billingrun_detail.html",
+            object=run,
+            issues=self.page(selectors.billing_run_issues(landlord=self.landlord, run=run)),
+            invoices=invoices,
+        )
+
+
+class BillingRunProgressView(StaffView):
+    """JSON polled by the run page's progress bar while the run is running."""
+
+    def get(self, request, pk: int):
+        run = self.get_scoped(BillingRun, pk)
+        response = JsonResponse(selectors.billing_run_progress(run=run))
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class BillingRunStartView(StaffView):
+    """Run billing now: a confirmation page that says what will happen, then the run."""
+
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request):
+        if "month" in request.GET:
+            form = BillingMonthForm(request.GET)
+            month = form.cleaned_data["month"] if form.is_valid() else None
+        else:
+            month = self.today().replace(day=1)
+            form = BillingMonthForm(initial={"month": month})
+        return self.show(form, month)
+
+    def show(self, form, month: date | None):
+        preview = None
+        if month is not None:
+            preview = selectors.billing_run_preview(
+                landlord=self.landlord, period_start=month, as_of=self.today()
+            )
+        return self.render(
+            "invoices/dashboard/billingrun_start.html", form=form, month=month, preview=preview
+        )
+
+    def post(self, request):
+        form = BillingMonthForm(request.POST)
+        if not form.is_valid():
+            return self.show(form, None)
+        # Two service calls in one transaction: the run row and its chunk tasks are
+        # queued on commit. (To fold into one service, e.g. `billing_run_start_now`.)
+        with transaction.atomic():
+            run, chunks = services.billing_run_start(
+                landlord=self.landlord,
+                period_start=form.cleaned_data["month"],
+                as_of=self.today(),
+                started_by=request.user.email or request.user.get_username(),
+            )
+            services.billing_run_dispatch(run=run, chunks=chunks)
+        leases = sum(len(chunk) for chunk in chunks)
+        messages.success(
+            request,
+            f"Billing run for {run.period_start:%B %Y} started: {leases} "
+            f"lease{'' if leases == 1 else 's'} to bill.",
+        )
+        return redirect("dashboard:billingrun_detail", pk=run.pk)
+
+
+# --- invoices -----------------------------------------------------------------------
+
+
+class InvoiceListView(StaffView):
+    def get(self, request):
+        params = request.GET
+        status = params.get("status", "")
+        filters = selectors.InvoiceFilters(
+            status=status if status in selectors.InvoiceStatus.values else "",
+            period=_month_param(params, "period"),
+            property_id=_int_param(params, "property"),
+            tenant_id=_int_param(params, "tenant"),
+            lease_id=_int_param(params, "lease"),
+            run_id=_int_param(params, "run"),
+            number=params.get("q", "").strip()[:32],
+        )
+        page = selectors.invoice_page(
+            landlord=self.landlord,
+            filters=filters,
+            today=self.today(),
+            after=params.get("after"),
+            before=params.get("before"),
+        )
+        kept = {
+            "q": filters.number,
+            "status": filters.status,
+            "period": filters.period.strftime("%Y-%m") if filters.period else "",
+            "property": filters.property_id or "",
+            "tenant": filters.tenant_id or "",
+            "lease": filters.lease_id or "",
+            "run": filters.run_id or "",
+        }
+        query = urlencode({k: v for k, v in kept.items() if v})
+        return self.render(
+            "invoices/dashboard/invoice_list.html",
+            filters=filters,
+            q=filters.number,
+            page=page,
+            query=query,
+            statuses=selectors.InvoiceStatus.choices,
+            properties=selectors.invoice_filter_properties(landlord=self.landlord),
+            tenant=selectors.tenant_get_or_none(landlord=self.landlord, pk=filters.tenant_id),
+        )
+
+
+class InvoiceDetailView(StaffView):
+    def get(self, request, pk: int):
+        invoice = selectors.invoice_get(landlord=self.landlord, pk=pk)
+        balance = selectors.invoice_balances(landlord=self.landlord, invoices=[invoice])[invoice.pk]
+        status = selectors.invoice_status(
+            invoice=invoice, balance_minor=balance, today=self.today()
+        )
+        return self.render(
+            "invoices/dashboard/invoice_detail.html",
+            object=invoice,
+            status=status,
+            status_label=selectors.InvoiceStatus.labels[status],
+            balance=balance,
+            transactions=_with_credits(
+                selectors.invoice_transactions(landlord=self.landlord, invoice=invoice)
+            ),
+            notifications=selectors.invoice_notifications(landlord=self.landlord, invoice=invoice),
+        )
+
+
+class InvoicePdfView(StaffView):
+    def get(self, request, pk: int):
+        # Imported here: the PDF module pulls in WeasyPrint, which only this view needs.
+        from invoices.pdf import invoice_pdf
+
+        invoice = self.get_scoped(Invoice, pk)
+        name = f"{invoice.number or f'draft-{invoice.pk}'}.pdf"
+        response = HttpResponse(invoice_pdf(invoice=invoice), content_type="application/pdf")
+        response["Content-Disposition"] = content_disposition_header(True, name)
+        return response
+
+
+class InvoiceVoidView(StaffView):
+    """Void an issued invoice: a confirmation page that requires a reason."""
+
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        invoice = self.get_scoped(Invoice, pk)
+        return self.show(invoice, InvoiceVoidForm())
+
+    def show(self, invoice, form):
+        return self.render("invoices/dashboard/invoice_void.html", object=invoice, form=form)
+
+    def post(self, request, pk: int):
+        invoice = self.get_scoped(Invoice, pk)
+        form = InvoiceVoidForm(request.POST)
+        if form.is_valid():
+            try:
+                services.invoice_void(
+                    invoice=invoice, reason=form.cleaned_data["reason"], actor=request.user
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Invoice {invoice.number} is void.")
+                return redirect("dashboard:invoice_detail", pk=invoice.pk)
+        return self.show(invoice, form)
+
+
+# --- tenant statement ---------------------------------------------------------------
+
+
+class TenantStatementView(StaffView):
+    """The tenant's ledger entries with a running balance; opens on the latest page."""
+
+    def get(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        entries = ledger_selectors.tenant_statement(landlord=self.landlord, tenant=tenant)
+        paginator = Paginator(entries, PAGE_SIZE)
+        page = paginator.get_page(request.GET.get("page") or paginator.num_pages)
+        page.object_list = list(page.object_list)
+        for entry in page.object_list:
+            entry.credit_minor = -entry.amount_minor
+        return self.render(
+            "invoices/dashboard/tenant_statement.html",
+            object=tenant,
+            page=page,
+            balances=ledger_selectors.tenant_balance(landlord=self.landlord, tenant=tenant),
+            invoice_document=selectors.INVOICE_DOCUMENT,
+        )
