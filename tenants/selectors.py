@@ -9,6 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from tenants.models import (
+    OCCUPYING_STATUSES,
     AuditEvent,
     Charge,
     Landlord,
@@ -62,8 +63,9 @@ def unit_list(
     if search:
         qs = qs.filter(Q(name__icontains=search) | Q(property__name__icontains=search))
     if today is not None:
+        # An ended lease (notice given) still occupies the unit until its end date.
         occupied = Q(
-            leases__status=LeaseStatus.ACTIVE,
+            leases__status__in=OCCUPYING_STATUSES,
             leases__start_date__lte=today,
         ) & (Q(leases__end_date__isnull=True) | Q(leases__end_date__gt=today))
         qs = qs.annotate(occupied=Count("leases", filter=occupied))
@@ -139,9 +141,10 @@ def audit_list(
 
 
 def dashboard_counts(*, landlord: Landlord, today: date) -> dict[str, int]:
-    active = Q(status=LeaseStatus.ACTIVE, start_date__lte=today) & (
-        Q(end_date__isnull=True) | Q(end_date__gt=today)
-    )
+    running = Q(start_date__lte=today) & (Q(end_date__isnull=True) | Q(end_date__gt=today))
+    active = running & Q(status=LeaseStatus.ACTIVE)
+    # An ended lease (notice given) still occupies the unit until its end date.
+    occupying = running & Q(status__in=OCCUPYING_STATUSES)
     units = Unit.objects.for_landlord(landlord)
     leases = Lease.objects.for_landlord(landlord)
     return {
@@ -149,5 +152,5 @@ def dashboard_counts(*, landlord: Landlord, today: date) -> dict[str, int]:
         "units": units.count(),
         "tenants": Tenant.objects.for_landlord(landlord).count(),
         "active_leases": leases.filter(active).count(),
-        "vacant_units": units.exclude(leases__in=leases.filter(active)).count(),
+        "vacant_units": units.exclude(leases__in=leases.filter(occupying)).count(),
     }

@@ -381,8 +381,25 @@ def lease_save(
     for tenant in tenants:
         _check_same_landlord(landlord, tenants=tenant)
     instance = instance or Lease()
-    if instance.pk and instance.status in (LeaseStatus.ENDED, LeaseStatus.CANCELLED):
-        raise ValidationError({"__all__": "An ended or cancelled lease cannot be edited."})
+    if instance.pk:
+        # Check the locked row, not the caller's copy: a lease ended by another request
+        # since this one loaded it must not be revived by saving the stale copy.
+        current = Lease.objects.select_for_update().get(pk=instance.pk)
+        if current.status in (LeaseStatus.ENDED, LeaseStatus.CANCELLED):
+            raise ValidationError({"__all__": "An ended or cancelled lease cannot be edited."})
+        new_currency = fields.get("currency", current.currency)
+        if new_currency != current.currency and current.charges.exists():
+            # Charges are in the lease's currency (charge_save); keep it that way.
+            raise ValidationError(
+                {"currency": f"This lease has charges in {current.currency}; keep that currency."}
+            )
+    unit = fields.get("unit") or (instance.unit if instance.pk else None)
+    if unit is not None:
+        # Two overlapping INSERTs that check the exclusion constraint at the same moment
+        # each wait for the other's row, and PostgreSQL aborts one with "deadlock
+        # detected" instead of the violation. Writers of one unit queue on its row here
+        # (NO KEY: lease FK checks still pass); the constraint still decides.
+        list(Unit.objects.select_for_update(no_key=True).filter(pk=unit.pk).values("pk"))
     lease = _save_scoped(
         instance,
         landlord=landlord,
@@ -411,7 +428,12 @@ def lease_end(*, landlord: Landlord, lease: Lease, end_date: date, reason: str, 
     lease.end_date = end_date
     lease.status = LeaseStatus.ENDED
     lease.ended_reason = reason[:200]
-    lease.save(update_fields=["end_date", "status", "ended_reason", "updated_at"])
+    try:
+        # Ending a draft makes it occupy its dates: it may overlap another lease.
+        with transaction.atomic():
+            lease.save(update_fields=["end_date", "status", "ended_reason", "updated_at"])
+    except IntegrityError as exc:
+        raise _integrity_to_validation(exc) from exc
     # Recurring charges stop with the lease.
     Charge.objects.filter(
         lease=lease, frequency=ChargeFrequency.MONTHLY, end_date__isnull=True
