@@ -96,11 +96,22 @@ def landlord_sign_up(
         email=email,
     )
     _full_clean(landlord)
-    landlord.save()
     first, _, last = full_name.partition(" ")
     user = User(username=email, email=email, first_name=first, last_name=last)
     user.set_password(password)
-    user.save()
+    try:
+        # Two simultaneous sign-ups can both pass the checks above; the unique
+        # constraints decide, and the loser gets the same field error.
+        with transaction.atomic():
+            landlord.save()
+            user.save()
+    except IntegrityError as exc:
+        name_taken = "slug" in str(exc)
+        raise ValidationError(
+            {"company": "That name was just taken; try again."}
+            if name_taken
+            else {"email": "An account with this email already exists; log in instead."}
+        ) from exc
     membership = Membership.objects.create(user=user, landlord=landlord, role=Role.OWNER)
     audit(
         landlord=landlord,
@@ -455,8 +466,16 @@ def lease_end(*, landlord: Landlord, lease: Lease, end_date: date, reason: str, 
 def charge_save(
     *, landlord: Landlord, actor, lease: Lease, instance: Charge | None = None, **fields: Any
 ) -> Charge:
-    """Add or edit a charge on a lease: amount positive, currency that of the lease."""
+    """Add or edit a charge on a lease: amount positive, currency that of the lease.
+
+    An ended or cancelled lease's charges are history (they were billed as they were),
+    so they cannot be added to or changed.
+    """
     _check_same_landlord(landlord, lease=lease)
+    if lease.status in (LeaseStatus.ENDED, LeaseStatus.CANCELLED):
+        raise ValidationError(
+            {"__all__": "Charges of an ended or cancelled lease cannot be changed."}
+        )
     currency = fields.get("currency") or lease.currency
     if currency != lease.currency:
         raise ValidationError(

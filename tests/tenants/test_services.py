@@ -439,3 +439,20 @@ def test_the_demo_logins_can_log_in(demo, client):
     from demo.portfolio import DEMO_PASSWORD
 
     assert client.login(username="viewer@hudson-homes.example", password=DEMO_PASSWORD)
+
+
+def test_a_charge_cannot_be_added_to_an_ended_lease(lease, owner):
+    services.lease_end(
+        landlord=lease.landlord, lease=lease, end_date=date(2026, 6, 1), reason="moved", actor=owner
+    )
+    with pytest.raises(ValidationError, match="ended or cancelled lease"):
+        services.charge_save(
+            landlord=lease.landlord,
+            actor=owner,
+            lease=lease,
+            kind="parking",
+            amount_minor=5_000,
+            frequency="monthly",
+            start_date=date(2026, 2, 1),
+        )
+    assert not lease.charges.filter(kind="parking").exists()
