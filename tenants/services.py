@@ -472,6 +472,8 @@ def charge_save(
     so they cannot be added to or changed.
     """
     _check_same_landlord(landlord, lease=lease)
+    # The locked row, not the caller's copy: the lease may have ended since it was loaded.
+    lease = Lease.objects.select_for_update().get(pk=lease.pk)
     if lease.status in (LeaseStatus.ENDED, LeaseStatus.CANCELLED):
         raise ValidationError(
             {"__all__": "Charges of an ended or cancelled lease cannot be changed."}
