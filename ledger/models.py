@@ -155,7 +155,10 @@ class LedgerTransaction(AppendOnlyModel):
     the insert because the row can never be updated afterwards.
     """
 
-    landlord = models.ForeignKey("tenants.Landlord", on_delete=models.PROTECT, related_name="+")
+    # Leading column of the unique (landlord, key) and (landlord, seq) indexes.
+    landlord = models.ForeignKey(
+        "tenants.Landlord", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     seq = models.BigIntegerField(
         help_text=_("Position in the landlord's chain, 1, 2, 3, ... without gaps")
     )
@@ -188,7 +191,11 @@ class LedgerTransaction(AppendOnlyModel):
             models.UniqueConstraint(
                 fields=["landlord", "seq"], name="ledger_transaction_unique_seq"
             ),
-            models.UniqueConstraint(fields=["reverses"], name="ledger_transaction_reversed_once"),
+            models.UniqueConstraint(
+                fields=["reverses"],
+                condition=Q(reverses__isnull=False),
+                name="ledger_transaction_reversed_once",
+            ),
             models.CheckConstraint(condition=Q(seq__gte=1), name="ledger_transaction_seq_positive"),
             models.CheckConstraint(
                 condition=~Q(idempotency_key=""), name="ledger_transaction_key_not_empty"
@@ -209,7 +216,8 @@ class LedgerTransaction(AppendOnlyModel):
                 condition=Q(document_id__isnull=False),
                 name="ledger_txn_document_idx",
             ),
-            models.Index(fields=["landlord", "effective_at"], name="ledger_txn_effective_idx"),
+            # The commit check finds a transaction's predecessor by hash (migration 0003).
+            models.Index(fields=["hash"], name="ledger_txn_hash_idx"),
         ]
 
     def __str__(self) -> str:
@@ -222,9 +230,14 @@ class LedgerEntry(AppendOnlyModel):
     transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
     )
-    # Covered by the (landlord, document) index below; a second index would slow bulk posts.
+    # No FK constraint or index of its own, to keep bulk posts fast: the commit check
+    # (migrations 0002-0003) requires it to equal the transaction's landlord, which has both.
     landlord = models.ForeignKey(
-        "tenants.Landlord", on_delete=models.PROTECT, related_name="+", db_index=False
+        "tenants.Landlord",
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
     amount_minor = models.BigIntegerField(help_text=_("Debit positive, credit negative"))

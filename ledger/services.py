@@ -14,18 +14,17 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ledger.hashing import EntryContent, chain_hash, content_hash
 from ledger.models import (
     TENANT_ACCOUNT_CODES,
     Account,
-    LedgerEntry,
     LedgerHead,
     LedgerTransaction,
     account_kind_for,
@@ -33,8 +32,8 @@ from ledger.models import (
 from money.currency import is_known_currency
 from tenants.models import Landlord, Lease, Tenant
 
-# Rows per INSERT statement. Django's bulk_create sends one array per column (UNNEST)
-# on PostgreSQL, far below the 65,535 bind-parameter limit; the batch bounds memory.
+# Accounts per INSERT (`bulk_create` sends one array per column on PostgreSQL, far
+# below the 65,535 bind-parameter limit; the batch bounds memory). Postings use COPY.
 BULK_BATCH_SIZE = 5_000
 # Ids per `IN (...)` lookup: one bind parameter each, well below 65,535.
 LOOKUP_CHUNK = 10_000
@@ -130,13 +129,16 @@ def _check_tenants_belong(*, landlord: Landlord, tenant_ids: set[int]) -> None:
 
 
 def _check_ids_belong(*, landlord: Landlord, model, ids: set[int], label: str) -> None:
-    wanted = sorted(ids)
-    found: set[int] = set()
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        chunk = wanted[start : start + LOOKUP_CHUNK]
-        found.update(
-            model.objects.for_landlord(landlord).filter(pk__in=chunk).values_list("pk", flat=True)
+    if not ids:
+        return
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        # One array parameter (`= ANY`), not an IN list of thousands of placeholders.
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE landlord_id = %s AND id = ANY(%s)",  # noqa: S608
+            [landlord.pk, sorted(ids)],
         )
+        found = {row[0] for row in cursor.fetchall()}
     missing = ids - found
     if missing:
         raise ValidationError(
@@ -256,12 +258,15 @@ def _prepare(
         raise _invalid("%(where)s needs at least two entries.", "too_few_entries", where=where)
 
     entries: list[EntrySpec] = []
+    contents: list[EntryContent] = []
     totals: dict[str, int] = defaultdict(int)
     tenant_ids: set[int] = set()
     lease_ids: set[int] = set()
+    landlord_id = landlord.id
     for entry in spec.entries:
         account = entry.account
         amount = entry.amount_minor
+        currency = entry.currency
         if type(amount) is not int or amount == 0:
             raise _invalid(
                 "%(where)s: every amount must be a non-zero integer of minor units (got %(amount)r).",
@@ -269,39 +274,47 @@ def _prepare(
                 where=where,
                 amount=amount,
             )
-        if account.pk is None or account.landlord_id != landlord.pk:
+        if account.id is None or account.landlord_id != landlord_id:
             raise _invalid(
                 "%(where)s: account %(account)s does not belong to this landlord.",
                 "account_scope",
                 where=where,
                 account=account,
             )
-        if entry.currency != account.currency:
+        if currency != account.currency:
             raise _invalid(
                 "%(where)s: a %(currency)s amount cannot be booked on %(account)s.",
                 "currency_mismatch",
                 where=where,
-                currency=entry.currency,
+                currency=currency,
                 account=account,
             )
-        _check_document_ref(entry.document_kind, entry.document_id, where=where)
-        tenant_id = entry.tenant_id if entry.tenant_id is not None else account.tenant_id
-        if tenant_id is not None and tenant_id != account.tenant_id:
+        if entry.document_kind or entry.document_id is not None:
+            _check_document_ref(entry.document_kind, entry.document_id, where=where)
+        tenant_id = entry.tenant_id
+        if tenant_id is None:
+            tenant_id = account.tenant_id
+            if tenant_id is not None:
+                entry = replace(entry, tenant_id=tenant_id)
+        elif tenant_id != account.tenant_id:
             tenant_ids.add(tenant_id)
         if entry.lease_id is not None:
             lease_ids.add(entry.lease_id)
-        if tenant_id != entry.tenant_id:
-            entry = EntrySpec(
-                account=account,
-                amount_minor=amount,
-                currency=entry.currency,
-                tenant_id=tenant_id,
-                lease_id=entry.lease_id,
-                document_kind=entry.document_kind,
-                document_id=entry.document_id,
-            )
         entries.append(entry)
-        totals[entry.currency] += amount
+        contents.append(
+            EntryContent(
+                account.code,
+                account.currency,
+                account.tenant_id,
+                amount,
+                currency,
+                tenant_id,
+                entry.lease_id,
+                entry.document_kind,
+                entry.document_id,
+            )
+        )
+        totals[currency] += amount
     unbalanced = {currency: total for currency, total in totals.items() if total}
     if unbalanced:
         raise _invalid(
@@ -317,7 +330,7 @@ def _prepare(
         document_kind=spec.document_kind,
         document_id=spec.document_id,
         reverses_key=reverses.idempotency_key if reverses is not None else None,
-        entries=[_entry_content(e) for e in entries],
+        entries=contents,
     )
     return _Prepared(
         spec=spec,
@@ -325,20 +338,6 @@ def _prepare(
         content_hash=digest,
         reverses=reverses,
         extra_ids={"tenant": tenant_ids, "lease": lease_ids},
-    )
-
-
-def _entry_content(entry: EntrySpec) -> EntryContent:
-    return EntryContent(
-        account_code=entry.account.code,
-        account_currency=entry.account.currency,
-        account_tenant_id=entry.account.tenant_id,
-        amount_minor=entry.amount_minor,
-        currency=entry.currency,
-        tenant_id=entry.tenant_id,
-        lease_id=entry.lease_id,
-        document_kind=entry.document_kind,
-        document_id=entry.document_id,
     )
 
 
@@ -375,37 +374,111 @@ def _head_lock(landlord: Landlord) -> LedgerHead:
     return head
 
 
-def _build_rows(
-    *, landlord: Landlord, prepared: _Prepared, seq: int, prev_hash: str
-) -> tuple[LedgerTransaction, list[LedgerEntry]]:
-    spec = prepared.spec
-    txn = LedgerTransaction(
-        landlord=landlord,
-        seq=seq,
-        idempotency_key=spec.idempotency_key,
-        description=spec.description,
-        effective_at=spec.effective_at,
-        document_kind=spec.document_kind,
-        document_id=spec.document_id,
-        reverses=prepared.reverses,
-        content_hash=prepared.content_hash,
-        prev_hash=prev_hash,
-        hash=chain_hash(prev_hash=prev_hash, seq=seq, content_hash=prepared.content_hash),
-    )
-    entries = [
-        LedgerEntry(
-            landlord_id=landlord.pk,
-            account_id=e.account.pk,
-            amount_minor=e.amount_minor,
-            currency=e.currency,
-            tenant_id=e.tenant_id,
-            lease_id=e.lease_id,
-            document_kind=e.document_kind,
-            document_id=e.document_id,
+# Column order of the COPY streams; the transaction columns are the model's concrete
+# fields in order, so a written row doubles as the values of `LedgerTransaction.from_db`.
+TRANSACTION_COLUMNS = (
+    ("id", "int8"),
+    ("landlord_id", "int8"),
+    ("seq", "int8"),
+    ("idempotency_key", "text"),
+    ("description", "text"),
+    ("effective_at", "timestamptz"),
+    ("created_at", "timestamptz"),
+    ("document_kind", "text"),
+    ("document_id", "int8"),
+    ("reverses_id", "int8"),
+    ("content_hash", "text"),
+    ("prev_hash", "text"),
+    ("hash", "text"),
+)
+ENTRY_COLUMNS = (
+    ("transaction_id", "int8"),
+    ("landlord_id", "int8"),
+    ("account_id", "int8"),
+    ("amount_minor", "int8"),
+    ("currency", "text"),
+    ("tenant_id", "int8"),
+    ("lease_id", "int8"),
+    ("document_kind", "text"),
+    ("document_id", "int8"),
+)
+_TRANSACTION_ATTNAMES = [f.attname for f in LedgerTransaction._meta.concrete_fields]
+assert [name for name, _ in TRANSACTION_COLUMNS] == _TRANSACTION_ATTNAMES, "update the COPY columns"
+
+
+def _copy(cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+    names = ", ".join(name for name, _ in columns)
+    with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([pg_type for _, pg_type in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _write(
+    *, landlord: Landlord, head: LedgerHead, prepared: Sequence[_Prepared]
+) -> list[LedgerTransaction]:
+    """Append `prepared` to the landlord's chain under the held head lock.
+
+    Binary COPY rather than INSERT: about twice as fast as `bulk_create` end to end
+    for the billing run (docs/decisions/0003-ledger.md). Ids are drawn from the sequence first
+    so entries can reference their transaction in the same round of COPY.
+    """
+    created_at = timezone.now()
+    seq, prev_hash = head.last_seq, head.last_hash
+    txn_rows: list[tuple] = []
+    entry_rows: list[tuple] = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('ledger_ledgertransaction', 'id'))"
+            " FROM generate_series(1, %s)",
+            [len(prepared)],
         )
-        for e in prepared.entries
+        ids = [row[0] for row in cursor.fetchall()]
+        for p, txn_id in zip(prepared, ids, strict=True):
+            spec = p.spec
+            seq += 1
+            link = chain_hash(prev_hash=prev_hash, seq=seq, content_hash=p.content_hash)
+            txn_rows.append(
+                (
+                    txn_id,
+                    landlord.pk,
+                    seq,
+                    spec.idempotency_key,
+                    spec.description,
+                    spec.effective_at,
+                    created_at,
+                    spec.document_kind,
+                    spec.document_id,
+                    p.reverses.pk if p.reverses is not None else None,
+                    p.content_hash,
+                    prev_hash,
+                    link,
+                )
+            )
+            prev_hash = link
+            entry_rows.extend(
+                (
+                    txn_id,
+                    landlord.pk,
+                    e.account.pk,
+                    e.amount_minor,
+                    e.currency,
+                    e.tenant_id,
+                    e.lease_id,
+                    e.document_kind,
+                    e.document_id,
+                )
+                for e in p.entries
+            )
+        with connection.wrap_database_errors:
+            _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
+            _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
+    LedgerHead.objects.filter(pk=head.pk).update(
+        last_seq=seq, last_hash=prev_hash, updated_at=created_at
+    )
+    return [
+        LedgerTransaction.from_db(connection.alias, _TRANSACTION_ATTNAMES, row) for row in txn_rows
     ]
-    return txn, entries
 
 
 def _constraint_name(exc: IntegrityError) -> str | None:
@@ -436,27 +509,17 @@ def _post(*, landlord: Landlord, prepared: _Prepared) -> LedgerTransaction:
             return _same_or_conflict(existing, prepared)
         if prepared.reverses is not None:
             _check_not_reversed(prepared.reverses)
-        seq = head.last_seq + 1
-        txn, entries = _build_rows(
-            landlord=landlord, prepared=prepared, seq=seq, prev_hash=head.last_hash
-        )
         try:
             with transaction.atomic():
-                txn.save(force_insert=True)
+                (txn,) = _write(landlord=landlord, head=head, prepared=[prepared])
         except IntegrityError as exc:
             name = _constraint_name(exc)
             if name == "ledger_transaction_unique_key":
                 existing = LedgerTransaction.objects.for_landlord(landlord).get(idempotency_key=key)
                 return _same_or_conflict(existing, prepared)
-            if name == "ledger_transaction_reversed_once":
+            if name == "ledger_transaction_reversed_once" and prepared.reverses is not None:
                 _check_not_reversed(prepared.reverses)
             raise
-        for entry in entries:
-            entry.transaction = txn
-        LedgerEntry.objects.bulk_create(entries, batch_size=BULK_BATCH_SIZE)
-        LedgerHead.objects.filter(pk=head.pk).update(
-            last_seq=seq, last_hash=txn.hash, updated_at=timezone.now()
-        )
     return txn
 
 
@@ -510,13 +573,13 @@ def transactions_post_bulk(
         return []
     with transaction.atomic():
         head = _head_lock(landlord)
-        existing: dict[str, str] = {}
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            existing.update(
-                LedgerTransaction.objects.for_landlord(landlord)
-                .filter(idempotency_key__in=keys[start : start + LOOKUP_CHUNK])
-                .values_list("idempotency_key", "content_hash")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT idempotency_key, content_hash FROM ledger_ledgertransaction"
+                " WHERE landlord_id = %s AND idempotency_key = ANY(%s)",
+                [landlord.pk, keys],
             )
+            existing = dict(cursor.fetchall())
         fresh: list[_Prepared] = []
         for p in prepared:
             stored = existing.get(p.spec.idempotency_key)
@@ -532,26 +595,7 @@ def transactions_post_bulk(
             return []
         _check_references(landlord=landlord, prepared=fresh)
 
-        seq, prev_hash = head.last_seq, head.last_hash
-        txns: list[LedgerTransaction] = []
-        entry_groups: list[list[LedgerEntry]] = []
-        for p in fresh:
-            seq += 1
-            txn, entries = _build_rows(landlord=landlord, prepared=p, seq=seq, prev_hash=prev_hash)
-            prev_hash = txn.hash
-            txns.append(txn)
-            entry_groups.append(entries)
-        LedgerTransaction.objects.bulk_create(txns, batch_size=BULK_BATCH_SIZE)
-        all_entries: list[LedgerEntry] = []
-        for txn, entries in zip(txns, entry_groups, strict=True):
-            for entry in entries:
-                entry.transaction_id = txn.pk
-            all_entries.extend(entries)
-        LedgerEntry.objects.bulk_create(all_entries, batch_size=BULK_BATCH_SIZE)
-        LedgerHead.objects.filter(pk=head.pk).update(
-            last_seq=seq, last_hash=prev_hash, updated_at=timezone.now()
-        )
-    return txns
+        return _write(landlord=landlord, head=head, prepared=fresh)
 
 
 # --- reversal -----------------------------------------------------------------------

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import factory
 
 from ledger.models import Account, AccountCode, account_kind_for
-from ledger.services import EntrySpec, account_get_or_create, transaction_post
+from ledger.services import EntrySpec, TransactionSpec, account_get_or_create, transaction_post
 from tenants.models import Landlord, Tenant
 from tests.factories import LandlordFactory
 
@@ -110,4 +110,19 @@ def post_payment(
                 document_id=invoice_id,
             ),
         ],
+    )
+
+
+def charge_spec(books, invoice_id, amount=1_000, key=None):
+    """A TransactionSpec for `transactions_post_bulk`: invoice `invoice_id` issued."""
+    doc = {"document_kind": "invoice", "document_id": invoice_id}
+    return TransactionSpec(
+        idempotency_key=key or f"invoice-{invoice_id}",
+        effective_at=WHEN + timedelta(minutes=invoice_id),
+        description=f"Invoice {invoice_id}",
+        entries=[
+            EntrySpec(books.receivable, amount, books.currency, **doc),
+            EntrySpec(books.rent_income, -amount, books.currency, **doc),
+        ],
+        **doc,
     )

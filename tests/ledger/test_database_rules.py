@@ -40,6 +40,9 @@ def check_now():
     """Run the deferred (at-commit) checks now, inside the test's transaction."""
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # back to deferred for whatever the test writes next (a posting inserts the
+        # transaction row before its entries)
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @pytest.mark.django_db
@@ -90,7 +93,11 @@ def test_an_entry_in_another_currency_than_its_account_fails_the_commit_checks(b
             transaction=txn, landlord=books.landlord, account=usd, amount_minor=5, currency="EUR"
         )
         LedgerEntry.objects.create(
-            transaction=txn, landlord=books.landlord, account=books.bank, amount_minor=-5, currency="EUR"
+            transaction=txn,
+            landlord=books.landlord,
+            account=books.bank,
+            amount_minor=-5,
+            currency="EUR",
         )
         check_now()
 
@@ -98,7 +105,10 @@ def test_an_entry_in_another_currency_than_its_account_fails_the_commit_checks(b
 @pytest.mark.django_db
 def test_a_transaction_that_does_not_continue_the_chain_fails_the_commit_checks(books):
     post_charge(books, 100, key="c1")
-    with pytest.raises(IntegrityError, match="does not continue the hash chain"), transaction.atomic():
+    with (
+        pytest.raises(IntegrityError, match="does not continue the hash chain"),
+        transaction.atomic(),
+    ):
         insert_raw_transaction(
             books.landlord,
             [(books.receivable, 100), (books.rent_income, -100)],
@@ -114,7 +124,11 @@ def test_entries_added_later_to_a_posted_transaction_fail_the_commit_checks(book
     check_now()
     with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
         LedgerEntry.objects.create(
-            transaction=txn, landlord=books.landlord, account=books.bank, amount_minor=1, currency="EUR"
+            transaction=txn,
+            landlord=books.landlord,
+            account=books.bank,
+            amount_minor=1,
+            currency="EUR",
         )
         check_now()
 
@@ -124,7 +138,11 @@ def test_a_zero_amount_is_refused(books):
     txn = post_charge(books, 100, key="c1")
     with pytest.raises(IntegrityError, match="ledger_entry_amount_not_zero"), transaction.atomic():
         LedgerEntry.objects.create(
-            transaction=txn, landlord=books.landlord, account=books.bank, amount_minor=0, currency="EUR"
+            transaction=txn,
+            landlord=books.landlord,
+            account=books.bank,
+            amount_minor=0,
+            currency="EUR",
         )
 
 
@@ -143,9 +161,12 @@ def test_a_zero_amount_is_refused(books):
 def test_raw_sql_cannot_change_or_remove_ledger_rows(books, sql):
     post_charge(books, 100, key="c1")
     check_now()  # TRUNCATE refuses to run while deferred checks are pending
-    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
+    with (
+        pytest.raises(IntegrityError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql)
     assert LedgerEntry.objects.for_landlord(books.landlord).count() == 2
 
 

@@ -191,9 +191,7 @@ def test_a_naive_effective_at_is_rejected(books):
         )
 
 
-def test_document_balances_answers_many_invoices_in_one_query(
-    books, django_assert_num_queries
-):
+def test_document_balances_answers_many_invoices_in_one_query(books, django_assert_num_queries):
     for invoice_id in (1, 2, 3):
         post_charge(books, 1_000 * invoice_id, key=f"charge-{invoice_id}", invoice_id=invoice_id)
     post_payment(books, 500, key="payment-1", invoice_id=2)

@@ -76,7 +76,10 @@ def test_the_database_allows_one_reversal_per_transaction(books):
     reversal = transaction_reverse(
         landlord=books.landlord, transaction=charge, reason="oops", effective_at=WHEN
     )
-    with pytest.raises(IntegrityError, match="ledger_transaction_reversed_once"), transaction.atomic():
+    with (
+        pytest.raises(IntegrityError, match="ledger_transaction_reversed_once"),
+        transaction.atomic(),
+    ):
         LedgerTransaction.objects.create(
             landlord=books.landlord,
             seq=3,
