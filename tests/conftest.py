@@ -35,9 +35,16 @@ def staff_client(client, owner):
     return client
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _celery_runs_inline():
     """Unit tests run tasks inline (after commit, like the real thing); the Celery path
-    with a real worker and Redis is exercised by the fault test."""
+    with a real worker and Redis is exercised by the fault test.
+
+    Celery loads its configuration lazily: reading a setting first makes sure Django's
+    CELERY_* settings are already applied, so they cannot overwrite this later.
+    """
+    celery_app.finalize()
+    saved = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     yield
+    celery_app.conf.task_always_eager = saved

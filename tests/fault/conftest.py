@@ -20,6 +20,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from kombu import pools as kombu_pools
 
 from billing_site.celery import app as celery_app
 
@@ -44,6 +45,10 @@ def _purge(client: redis.Redis) -> None:
 
 
 def _reset_producer_pool() -> None:
+    """Drop every pooled broker connection so the next publish opens a fresh one for the
+    current broker_url. kombu keeps pools in a process-wide registry keyed by connection,
+    so closing the app's pool alone would leave a closed pool there for later tests
+    (Celery acquires a producer even in eager mode)."""
     pool = celery_app._pool
     if pool is not None:
         pool.force_close_all()
@@ -51,6 +56,7 @@ def _reset_producer_pool() -> None:
     amqp = celery_app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+    kombu_pools.reset()
 
 
 @dataclass
