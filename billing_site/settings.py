@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "payments",
     "dunning",
     "demo",
+    "bench",
 ]
 
 MIDDLEWARE = [
@@ -125,6 +126,27 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# Stripe. With no STRIPE_API_KEY the client talks to localstripe (`make run` starts it
+# on 127.0.0.1:8420) with a fixed test key and a fixed dev webhook secret, so the pay
+# button works offline; with a real key the API base defaults to Stripe's and the
+# webhook secret must be set (without one every delivery is rejected).
+_STRIPE_KEY = env("STRIPE_API_KEY", default="")
+STRIPE_LOCAL = not _STRIPE_KEY
+STRIPE_API_KEY = _STRIPE_KEY or "sk_test_localstripe"
+STRIPE_PUBLISHABLE_KEY = env(
+    "STRIPE_PUBLISHABLE_KEY", default="pk_test_localstripe" if STRIPE_LOCAL else ""
+)
+STRIPE_API_BASE = env(
+    "STRIPE_API_BASE", default="http://127.0.0.1:8420" if STRIPE_LOCAL else "https://api.stripe.com"
+)
+STRIPE_WEBHOOK_SECRET = env(
+    "STRIPE_WEBHOOK_SECRET", default="whsec_rentledger_local_dev" if STRIPE_LOCAL else ""
+)
+STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
+# Live mode needs each landlord's connected account; localstripe has no Connect.
+STRIPE_CONNECT_REQUIRED = env.bool("STRIPE_CONNECT_REQUIRED", default=not STRIPE_LOCAL)
+STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=20)
+
 # Celery: tasks are idempotent by database constraints, so late acknowledgement is
 # safe and a worker killed mid-task hands its task to another (FIELD-NOTES: Celery).
 CELERY_BROKER_URL = REDIS_URL
@@ -145,6 +167,11 @@ CELERY_BEAT_SCHEDULE = {
     # resumes unfinished runs, so a missed tick or a lost chunk heals on the next one.
     "billing-runs-due": {"task": "invoices.tasks.start_due_billing_runs", "schedule": 15 * 60},
     "notifications-retry": {"task": "invoices.tasks.notifications_retry_due", "schedule": 5 * 60},
+    # Stripe events whose on-commit task was lost are processed by the sweep; the
+    # hourly recovery lists the last 3 days of events from the API and inserts any
+    # delivery that never arrived.
+    "stripe-events-sweep": {"task": "payments.tasks.stripe_events_sweep", "schedule": 5 * 60},
+    "stripe-events-recover": {"task": "payments.tasks.stripe_events_recover", "schedule": 60 * 60},
 }
 
 LOGGING = {
@@ -153,5 +180,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
+    },
 }

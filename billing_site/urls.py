@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 import invoices.urls
 import tenants.urls
+from payments.webhooks import stripe_webhook
 
 # One staff namespace under /app/, composed here so lower apps never import higher ones.
 dashboard_patterns = (tenants.urls.urlpatterns + invoices.urls.urlpatterns, "dashboard")
@@ -15,6 +16,8 @@ urlpatterns = [
     path("accounts/", include("tenants.auth_urls")),
     path("app/", include(dashboard_patterns)),
     path("ops/admin/", admin.site.urls),
+    # Stripe (and localstripe) deliver events here; no session, no CSRF, signed.
+    path("stripe/webhook/", stripe_webhook, name="stripe-webhook"),
 ]
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

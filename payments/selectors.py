@@ -1,0 +1,98 @@
+"""Reads over payments, always scoped to one landlord (for the dashboard and portal).
+
+Balances are not here: they come from the ledger (ledger.selectors,
+invoices.selectors). A payment's money trail is its ledger transactions, found by
+the payment document (`document_kind="payment"`).
+"""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from django.shortcuts import get_object_or_404
+
+from ledger.models import LedgerEntry, LedgerTransaction
+from payments.models import (
+    EventStatus,
+    Payment,
+    PaymentAllocation,
+    SavedPaymentMethod,
+    StripeConnection,
+    StripeEvent,
+)
+from tenants.models import Landlord, Tenant
+
+DOCUMENT_KIND = "payment"
+
+
+def payment_list(
+    *,
+    landlord: Landlord,
+    tenant: Tenant | None = None,
+    status: str | None = None,
+    invoice_id: int | None = None,
+) -> QuerySet[Payment]:
+    """The landlord's payments, newest first, with tenant and target invoice."""
+    qs = Payment.objects.for_landlord(landlord).select_related("tenant", "invoice")
+    if tenant is not None:
+        qs = qs.filter(tenant=tenant)
+    if status:
+        qs = qs.filter(status=status)
+    if invoice_id is not None:
+        qs = qs.filter(allocations__invoice_id=invoice_id).distinct()
+    return qs.order_by("-created_at", "-pk")
+
+
+def payment_get(*, landlord: Landlord, pk) -> Payment:
+    """One payment of the landlord with its allocations, refunds and disputes; 404 otherwise."""
+    allocations = PaymentAllocation.objects.select_related("invoice").order_by("position")
+    return get_object_or_404(
+        Payment.objects.for_landlord(landlord)
+        .select_related("tenant", "invoice", "created_by")
+        .prefetch_related(
+            Prefetch("allocations", queryset=allocations), "refunds", "disputes", "payout_items"
+        ),
+        pk=pk,
+    )
+
+
+def payment_transactions(*, landlord: Landlord, payment: Payment) -> QuerySet[LedgerTransaction]:
+    """The payment's postings (payment, fee, refunds, dispute holds, reversals) in
+    chain order, entries with accounts prefetched."""
+    entries = LedgerEntry.objects.select_related("account").order_by("pk")
+    return (
+        LedgerTransaction.objects.for_landlord(landlord)
+        .filter(document_kind=DOCUMENT_KIND, document_id=payment.pk)
+        .prefetch_related(Prefetch("entries", queryset=entries))
+        .order_by("seq")
+    )
+
+
+def invoice_payments(*, landlord: Landlord, invoice_id: int) -> QuerySet[PaymentAllocation]:
+    """What each payment contributed to one invoice (for the invoice page)."""
+    return (
+        PaymentAllocation.objects.for_landlord(landlord)
+        .filter(invoice_id=invoice_id)
+        .select_related("payment")
+        .order_by("payment__created_at", "pk")
+    )
+
+
+def saved_payment_methods(*, landlord: Landlord, tenant: Tenant) -> QuerySet[SavedPaymentMethod]:
+    return (
+        SavedPaymentMethod.objects.for_landlord(landlord)
+        .filter(tenant=tenant, detached_at__isnull=True)
+        .order_by("-autopay", "-created_at")
+    )
+
+
+def stripe_connection_get(*, landlord: Landlord) -> StripeConnection | None:
+    return StripeConnection.objects.filter(landlord=landlord).first()
+
+
+def stripe_event_list(*, landlord: Landlord, status: str | None = None) -> QuerySet[StripeEvent]:
+    """The landlord's Stripe events, newest first (events resolved to no landlord are
+    visible to operators in the admin). Payload and raw body are deferred."""
+    qs = StripeEvent.objects.for_landlord(landlord).defer("payload", "raw_body")
+    if status in EventStatus.values:
+        qs = qs.filter(status=status)
+    return qs.order_by("-created_at", "-pk")

@@ -1,0 +1,83 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from payments.models import Method, Payment, PaymentStatus, SavedPaymentMethod, StripeCustomer
+from payments.services import autopay_charge
+from tests.payments.helpers import books_ok, payment_transactions, status_of
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+RENT = 120_000
+
+
+@pytest.fixture
+def autopay(world):
+    StripeCustomer.objects.create(
+        landlord=world.landlord, tenant=world.tenant, customer_id="cus_ada"
+    )
+    return SavedPaymentMethod.objects.create(
+        landlord=world.landlord,
+        tenant=world.tenant,
+        stripe_payment_method_id="pm_card_visa_ada",
+        method=Method.CARD,
+        brand="visa",
+        last4="4242",
+        autopay=True,
+    )
+
+
+def test_autopay_charges_the_open_balance_off_session_once(world, autopay, fake_stripe):
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert result.status == "succeeded"
+    assert status_of(world.landlord, world.december) == "paid"
+    (call,) = [kw for name, kw in fake_stripe.calls if name == "payment_intent_create"]
+    assert call["idempotency_key"] == f"autopay:{world.december.pk}:1"
+    assert call["off_session"] and call["confirm"]
+    assert call["payment_method"] == "pm_card_visa_ada"
+    again = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert (again.status, again.payment.pk) == ("succeeded", result.payment.pk)
+    assert len(fake_stripe.keys("payment_intent_create")) == 1
+    assert len(payment_transactions(result.payment)) == 1
+    books_ok(world.landlord)
+
+
+def test_a_soft_decline_is_retryable_and_posts_nothing(world, autopay, fake_stripe):
+    fake_stripe.decline = {"decline_code": "insufficient_funds"}
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert result.status == "declined"
+    assert (result.failure_code, result.decline_code) == ("card_declined", "insufficient_funds")
+    assert not result.hard_decline and result.retryable
+    assert result.payment.status == PaymentStatus.FAILED
+    assert result.payment.stripe_payment_intent_id  # taken from the error
+    assert payment_transactions(result.payment) == []
+    assert status_of(world.landlord, world.december) == "overdue"
+    fake_stripe.decline = None
+    second = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=2, now=NOW)
+    assert second.status == "succeeded"
+
+
+@pytest.mark.parametrize("code", ["lost_card", "expired_card", "authentication_required"])
+def test_a_hard_decline_is_not_retryable(world, autopay, fake_stripe, code):
+    fake_stripe.decline = {"decline_code": code}
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert result.hard_decline and not result.retryable
+
+
+def test_a_bank_debit_autopay_is_processing(world, autopay, fake_stripe):
+    SavedPaymentMethod.objects.filter(pk=autopay.pk).update(method=Method.SEPA_DEBIT)
+    fake_stripe.confirm_status = "processing"
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert result.status == "processing"
+    assert payment_transactions(result.payment) == []
+
+
+def test_autopay_skips_a_paid_invoice_and_a_tenant_without_autopay(world, autopay, fake_stripe):
+    autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=2, now=NOW)
+    assert (result.status, result.reason) == ("skipped", "nothing_due")
+    SavedPaymentMethod.objects.update(autopay=False)
+    result = autopay_charge(landlord=world.landlord, invoice=world.november, attempt=1, now=NOW)
+    assert (result.status, result.reason) == ("skipped", "no_autopay_method")
+    assert Payment.objects.filter(landlord=world.landlord).count() == 1

@@ -1,0 +1,286 @@
+import time
+
+import pytest
+from django.core import mail
+from django.core.exceptions import ValidationError
+
+from invoices.models import Notification
+from payments.models import (
+    EventStatus,
+    Method,
+    Payment,
+    PaymentAllocation,
+    PaymentStatus,
+    StripeConnection,
+    StripeEvent,
+)
+from tests.payments import stripe_objects as so
+from tests.payments.helpers import (
+    balance_of,
+    balances,
+    books_ok,
+    payment_transactions,
+    pi_event,
+    start,
+    status_of,
+)
+
+pytestmark = pytest.mark.django_db
+
+RENT = 120_000
+
+
+def test_starting_a_payment_creates_the_intent_with_metadata_and_an_idempotency_key(
+    world, fake_stripe
+):
+    payment = start(world, RENT, invoice=world.december)
+    assert payment.status == PaymentStatus.REQUIRES_PAYMENT
+    (call,) = [kw for name, kw in fake_stripe.calls if name == "payment_intent_create"]
+    assert call["idempotency_key"] == f"payment:{payment.pk}:intent"
+    assert call["metadata"] == {
+        "landlord_id": str(world.landlord.pk),
+        "tenant_id": str(world.tenant.pk),
+        "payment_id": str(payment.pk),
+        "invoice_id": str(world.december.pk),
+    }
+    assert fake_stripe.keys("customer_create") == [
+        f"customer:{world.landlord.pk}:{world.tenant.pk}"
+    ]
+    again = start(world, RENT, invoice=world.december)
+    assert again.pk == payment.pk
+    assert len(fake_stripe.keys("payment_intent_create")) == 1
+
+
+def test_a_succeeded_payment_posts_balanced_entries_allocated_to_the_chosen_invoice(
+    world, deliver, fake_stripe
+):
+    payment = start(world, RENT, invoice=world.december)
+    fake_stripe.add_charge(payment, fee=380)
+    assert deliver(pi_event(payment, "succeeded")).status_code == 200
+
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.stripe_charge_id == f"ch_for_{payment.stripe_payment_intent_id}"
+    assert payment.fee_minor == 380
+    # The chosen invoice first, although November is older.
+    assert status_of(world.landlord, world.december) == "paid"
+    assert status_of(world.landlord, world.november) == "overdue"
+    assert [(a.invoice_id, a.amount_minor) for a in payment.allocations.all()] == [
+        (world.december.pk, RENT)
+    ]
+    post, fee = payment_transactions(payment)
+    assert {(e.account.code, e.amount_minor, e.document_id) for e in post.entries.all()} == {
+        ("cash_in_transit", RENT, None),
+        ("receivable", -RENT, world.december.pk),
+    }
+    assert post.idempotency_key == f"payment:{payment.pk}:post"
+    assert fee.idempotency_key == f"payment:{payment.pk}:fee"
+    assert balances(world.landlord)["cash_in_transit"] == RENT - 380
+    assert balances(world.landlord)["processor_fees"] == 380
+    books_ok(world.landlord)
+    event = StripeEvent.objects.get()
+    assert (event.status, event.landlord) == (EventStatus.PROCESSED, world.landlord)
+
+
+def test_a_receipt_is_queued_once_and_sent(world, deliver, fake_stripe):
+    payment = start(world, RENT, invoice=world.december)
+    deliver(pi_event(payment, "succeeded"))
+    deliver(pi_event(payment, "succeeded"))  # a second event for the same intent
+    receipt = Notification.objects.get(landlord=world.landlord, kind="payment_receipt")
+    assert receipt.dedupe_key == f"payment:{payment.pk}:receipt:email"
+    assert receipt.status == "sent"
+    (message,) = [m for m in mail.outbox if "Payment received" in m.subject]
+    assert message.to == ["ada@example.test"]
+    assert world.december.number in message.body
+
+
+def test_a_partial_payment_leaves_the_invoice_partially_paid(world, deliver):
+    payment = start(world, 50_000, invoice=world.december, allow_partial=True)
+    deliver(pi_event(payment, "succeeded"))
+    assert status_of(world.landlord, world.december) == "partially_paid"
+    assert balance_of(world.landlord, world.december) == RENT - 50_000
+    books_ok(world.landlord)
+
+
+def test_less_than_due_is_refused_unless_partial_payments_are_allowed(world):
+    with pytest.raises(ValidationError):
+        start(world, 50_000, invoice=world.december)
+    assert not Payment.objects.filter(landlord=world.landlord).exists()
+
+
+def test_paying_the_balance_settles_the_oldest_invoice_first(world, deliver):
+    payment = start(world, 150_000, allow_partial=True)
+    deliver(pi_event(payment, "succeeded"))
+    assert status_of(world.landlord, world.november) == "paid"
+    assert balance_of(world.landlord, world.december) == RENT - 30_000
+
+
+def test_an_overpayment_becomes_tenant_credit_and_pays_the_next_invoice(world, deliver):
+    from payments.services import tenant_credit_apply, tenant_credit_balance
+    from tests.payments.conftest import bill
+
+    payment = start(world, 3 * RENT)
+    assert deliver(pi_event(payment, "succeeded")).status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert (
+        tenant_credit_balance(landlord=world.landlord, tenant=world.tenant, currency="EUR") == RENT
+    )
+    assert PaymentAllocation.objects.get(payment=payment, invoice=None).amount_minor == RENT
+
+    from datetime import date
+
+    (january,) = bill(world.landlord, date(2027, 1, 1))
+    assert balance_of(world.landlord, january) == RENT
+    (applied,) = tenant_credit_apply(landlord=world.landlord, tenant=world.tenant)
+    assert balance_of(world.landlord, january) == 0
+    assert tenant_credit_balance(landlord=world.landlord, tenant=world.tenant, currency="EUR") == 0
+    assert tenant_credit_apply(landlord=world.landlord, tenant=world.tenant) == []
+    books_ok(world.landlord)
+
+
+def test_success_before_processing_converges_to_one_posting(world, deliver):
+    payment = start(world, RENT, invoice=world.december, method=Method.SEPA_DEBIT)
+    now = int(time.time())
+    deliver(pi_event(payment, "succeeded", created=now, method="sepa_debit"))
+    deliver(pi_event(payment, "processing", created=now - 60, method="sepa_debit"))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert len(payment_transactions(payment)) == 1
+    assert status_of(world.landlord, world.december) == "paid"
+
+
+def test_a_failure_after_a_success_is_ignored(world, deliver):
+    payment = start(world, RENT, invoice=world.december)
+    now = int(time.time())
+    deliver(pi_event(payment, "succeeded", created=now - 5))
+    error = {"code": "card_declined", "message": "Your card was declined."}
+    deliver(pi_event(payment, "requires_payment_method", created=now, error=error))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.failure_code == ""
+    assert status_of(world.landlord, world.december) == "paid"
+
+
+def test_a_success_after_a_failure_wins(world, deliver):
+    payment = start(world, RENT, invoice=world.december)
+    now = int(time.time())
+    error = {"code": "card_declined", "decline_code": "insufficient_funds", "message": "No."}
+    deliver(pi_event(payment, "requires_payment_method", created=now - 30, error=error))
+    payment.refresh_from_db()
+    assert (payment.status, payment.decline_code) == (PaymentStatus.FAILED, "insufficient_funds")
+    deliver(pi_event(payment, "succeeded", created=now))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.decline_code == ""
+
+
+def test_a_bank_debit_is_processing_until_it_succeeds(world, deliver):
+    payment = start(world, RENT, invoice=world.december, method=Method.SEPA_DEBIT)
+    now = int(time.time())
+    deliver(pi_event(payment, "processing", created=now - 60, method="sepa_debit"))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PROCESSING
+    assert payment_transactions(payment) == []
+    assert status_of(world.landlord, world.december) == "overdue"
+    deliver(pi_event(payment, "succeeded", created=now, method="sepa_debit"))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert status_of(world.landlord, world.december) == "paid"
+
+
+def test_a_failed_bank_debit_posts_nothing_and_keeps_the_reason(world, deliver):
+    payment = start(world, RENT, invoice=world.december, method=Method.SEPA_DEBIT)
+    now = int(time.time())
+    deliver(pi_event(payment, "processing", created=now - 60, method="sepa_debit"))
+    error = {"code": "insufficient_funds", "message": "The account has insufficient funds."}
+    deliver(
+        pi_event(payment, "requires_payment_method", created=now, error=error, method="sepa_debit")
+    )
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.FAILED
+    assert payment.failure_message == "The account has insufficient funds."
+    assert payment_transactions(payment) == []
+    assert "cash_in_transit" not in balances(world.landlord)
+    # A processing snapshot older than the failure changes nothing.
+    deliver(pi_event(payment, "processing", created=now - 30, method="sepa_debit"))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.FAILED
+
+
+def test_sepa_debit_is_refused_for_a_currency_other_than_euro(world):
+    with pytest.raises(ValidationError):
+        start(world, RENT, invoice=world.december, method=Method.US_BANK_ACCOUNT)
+
+
+def test_an_intent_made_elsewhere_is_adopted_from_its_metadata(world, deliver):
+    obj = so.payment_intent(
+        id="pi_from_dashboard",
+        amount=RENT,
+        status="succeeded",
+        metadata={
+            "landlord_id": str(world.landlord.pk),
+            "tenant_id": str(world.tenant.pk),
+            "invoice_id": str(world.november.pk),
+        },
+    )
+    deliver(so.event("payment_intent.succeeded", obj))
+    payment = Payment.objects.get(stripe_payment_intent_id="pi_from_dashboard")
+    assert payment.landlord == world.landlord
+    assert status_of(world.landlord, world.november) == "paid"
+
+
+def test_metadata_naming_another_landlords_tenant_is_unmatched(world, deliver):
+    obj = so.payment_intent(
+        id="pi_confused",
+        amount=RENT,
+        status="succeeded",
+        metadata={"landlord_id": str(world.landlord.pk), "tenant_id": str(world.other_tenant.pk)},
+    )
+    event = so.event("payment_intent.succeeded", obj)
+    deliver(event)
+    assert StripeEvent.objects.get(event_id=event["id"]).status == EventStatus.UNMATCHED
+    assert not Payment.objects.filter(stripe_payment_intent_id="pi_confused").exists()
+
+
+def test_a_connected_accounts_event_selects_its_landlord(world, deliver):
+    StripeConnection.objects.create(landlord=world.landlord, account_id="acct_acme")
+    StripeConnection.objects.create(landlord=world.other, account_id="acct_bright")
+    payment = start(world, RENT, invoice=world.december)
+    ok = pi_event(payment, "succeeded", account="acct_acme")
+    deliver(ok)
+    assert StripeEvent.objects.get(event_id=ok["id"]).landlord == world.landlord
+
+    other = start(world, RENT, invoice=world.november, key="portal-2")
+    wrong = pi_event(other, "succeeded", account="acct_bright")
+    deliver(wrong)
+    stored = StripeEvent.objects.get(event_id=wrong["id"])
+    assert stored.status == EventStatus.UNMATCHED
+    assert status_of(world.landlord, world.november) == "overdue"
+
+
+def test_account_updated_sets_the_connection_flags_and_ignores_older_snapshots(world, deliver):
+    conn = StripeConnection.objects.create(landlord=world.landlord, account_id="acct_acme")
+    now = int(time.time())
+    deliver(
+        so.event(
+            "account.updated",
+            so.account(id="acct_acme", charges_enabled=True, payouts_enabled=True),
+            account="acct_acme",
+            created=now,
+        )
+    )
+    deliver(
+        so.event(
+            "account.updated",
+            so.account(id="acct_acme", charges_enabled=False),
+            account="acct_acme",
+            created=now - 100,
+        )
+    )
+    conn.refresh_from_db()
+    assert (conn.charges_enabled, conn.payouts_enabled, conn.details_submitted) == (
+        True,
+        True,
+        True,
+    )

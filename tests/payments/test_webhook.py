@@ -1,0 +1,142 @@
+import json
+import time
+
+import pytest
+from django.urls import reverse
+
+from payments.models import EventStatus, StripeEvent
+from tests.payments import stripe_objects as so
+from tests.payments.conftest import SECRET
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _second_landlord_data(world):
+    """Every test here runs with both landlords' invoices and payments present."""
+
+
+def ping(type_="customer.created", **kwargs):
+    return so.event(type_, so.example("customer"), **kwargs)
+
+
+def test_a_missing_signature_is_refused_and_nothing_is_stored(deliver):
+    response = deliver(ping(), signature=None)
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_signature_made_with_another_secret_is_refused_and_nothing_is_stored(deliver):
+    response = deliver(ping(), secret="whsec_someone_else")
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_garbled_signature_header_is_refused(deliver):
+    assert deliver(ping(), signature="t=abc,v1=zz").status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_body_changed_after_signing_is_refused(client):
+    event = ping()
+    body = json.dumps(event).encode()
+    header = so.sign(body, secret=SECRET)
+    tampered = body.replace(b'"livemode": false', b'"livemode": true')
+    response = client.post(
+        reverse("stripe-webhook"),
+        data=tampered,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=header,
+    )
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_timestamp_older_than_the_tolerance_is_refused(deliver):
+    response = deliver(ping(), timestamp=int(time.time()) - 301)
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_timestamp_from_the_future_beyond_the_tolerance_is_refused(deliver):
+    response = deliver(ping(), timestamp=int(time.time()) + 301)
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_timestamp_within_the_tolerance_is_accepted(deliver):
+    assert deliver(ping(), timestamp=int(time.time()) - 250).status_code == 200
+
+
+def test_without_a_configured_secret_every_delivery_is_refused(deliver, settings):
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    assert deliver(ping()).status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_signed_body_that_is_not_json_is_refused(deliver):
+    assert deliver(None, body=b"{not json").status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_signed_json_that_is_not_an_event_is_refused(deliver):
+    assert deliver(None, body=b'{"hello": "world"}').status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_only_post_is_allowed(client):
+    assert client.get(reverse("stripe-webhook")).status_code == 405
+
+
+def test_a_duplicate_delivery_is_stored_and_processed_once(deliver):
+    event = ping()
+    assert deliver(event).status_code == 200
+    assert deliver(event).status_code == 200
+    stored = StripeEvent.objects.get()
+    assert stored.event_id == event["id"]
+    assert stored.attempts == 1
+
+
+def test_an_unknown_event_type_is_stored_and_ignored_with_200(deliver):
+    event = ping("plan.created")
+    assert deliver(event).status_code == 200
+    stored = StripeEvent.objects.get(event_id=event["id"])
+    assert stored.status == EventStatus.IGNORED
+    assert stored.raw_body == json.dumps(event)
+    assert stored.payload["type"] == "plan.created"
+
+
+def test_the_webhook_stores_an_event_with_a_single_statement(client, django_assert_num_queries):
+    event = ping()
+    body = json.dumps(event).encode()
+    with django_assert_num_queries(1):
+        response = client.post(
+            reverse("stripe-webhook"),
+            data=body,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=so.sign(body, secret=SECRET),
+        )
+    assert response.status_code == 200
+    assert StripeEvent.objects.get().status == EventStatus.RECEIVED
+
+
+def test_an_event_for_an_unknown_payment_intent_is_kept_as_unmatched(deliver):
+    pi = so.payment_intent(id="pi_nobody", amount=100, status="succeeded")
+    event = so.event("payment_intent.succeeded", pi)
+    assert deliver(event).status_code == 200
+    stored = StripeEvent.objects.get(event_id=event["id"])
+    assert stored.status == EventStatus.UNMATCHED
+    assert "pi_nobody" in stored.error
+    assert stored.landlord is None
+
+
+def test_an_event_for_an_unknown_connected_account_is_kept_as_unmatched(deliver):
+    event = so.event(
+        "account.updated",
+        so.account(id="acct_unknown", charges_enabled=True),
+        account="acct_unknown",
+    )
+    assert deliver(event).status_code == 200
+    stored = StripeEvent.objects.get(event_id=event["id"])
+    assert stored.status == EventStatus.UNMATCHED
+    assert "acct_unknown" in stored.error
