@@ -2,7 +2,8 @@
 
 1. In the bench database, build (or reuse) N active leases across 1,000 landlords, two
    monthly charges each (bench.billing_data), and empty the previous run's output.
-2. Start a real Celery worker (prefork, concurrency 2, the project's settings).
+2. Start a real Celery worker (prefork, concurrency 2, the project's settings; only
+   the outbox sender is routed away from it, see bench.worker).
 3. Call the beat tick, `billing_runs_start_due`, at a moment inside the month; it starts
    every landlord's run and queues the chunk tasks. `seconds` runs from that call until
    every run is completed in the database.
@@ -11,6 +12,10 @@
    ledger transaction per invoice, intact hash chains.
 6. Baselines (bench.billing_baselines): the naive per-lease loop on a sample of the
    next month, and the binary COPY limit for the same N.
+
+Wall time on a shared machine is noisy; `cpu_seconds` (worker processes, this process,
+the PostgreSQL backends) is the steadier figure. docs/decisions/0004-bulk-billing.md
+has the numbers and what they mean.
 """
 
 from __future__ import annotations
@@ -151,16 +156,19 @@ def run(
             "rerun_invoices_created": rerun_created,
         }
         if not no_baselines:
-            naive_rate = _naive_rate(naive_sample)
+            naive_rate, naive_queries = _naive_rate(naive_sample)
             with timed("copy_limit", phases):
                 copy_seconds = billing_baselines.copy_limit(invoices=leases)
+            with timed("copy_limit_indexed", phases):
+                indexed_seconds = billing_baselines.copy_limit(invoices=leases, indexes=True)
             copy_rate = leases / copy_seconds
             result |= {
                 "naive_invoices_per_s": round(naive_rate),
+                "naive_queries_per_invoice": naive_queries,
                 "speedup": round(created / seconds / naive_rate, 1),
                 "copy_limit_invoices_per_s": round(copy_rate),
-                "copy_limit_seconds": round(copy_seconds, 2),
                 "copy_limit_ratio": round(copy_rate / (created / seconds), 2),
+                "copy_limit_indexed_invoices_per_s": round(leases / indexed_seconds),
             }
     finally:
         worker.stop()
@@ -260,10 +268,15 @@ def _naive_rate(sample: int) -> float:
         .select_related("landlord")
         .order_by("pk")[:sample]
     )
-    created, seconds = billing_baselines.naive_bill(leases=leases, period_start=NAIVE_PERIOD)
-    log(f"naive loop: {created} invoices in {seconds:.2f} s ({created / seconds:,.0f}/s)")
+    created, seconds, queries = billing_baselines.naive_bill(
+        leases=leases, period_start=NAIVE_PERIOD
+    )
+    log(
+        f"naive loop: {created} invoices in {seconds:.2f} s ({created / seconds:,.0f}/s), "
+        f"{queries} queries per invoice"
+    )
     connection.close()
-    return created / seconds
+    return created / seconds, queries
 
 
 def _count_errors(path: Path) -> int:

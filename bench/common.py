@@ -295,7 +295,9 @@ class CpuMeter:
             "postgres": {pid: process_cpu_seconds(pid) for pid in backends},
             # Backends that ended meanwhile: the worker's, when Celery closes its
             # connection after every task (and those of any other database).
-            "postgres_exited": {postmaster: process_cpu_seconds(postmaster, exited_children=True)},
+            "postgres_exited_any_database": {
+                postmaster: process_cpu_seconds(postmaster, exited_children=True)
+            },
         }
 
     def start(self) -> None:

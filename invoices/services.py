@@ -376,6 +376,7 @@ def _runs_resume(*, runs: dict[int, BillingRun], new_leases: dict[int, int], now
 
 
 def _run_count(run: BillingRun, *, created: int, skipped: int, failed: int, now: datetime) -> None:
+    """Add a chunk's outcome to the run's counters (atomically, in the database)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE invoices_billingrun SET invoices_created = invoices_created + %s,"
@@ -593,7 +594,12 @@ def billing_run_process_chunk(*, run_id: int, lease_ids: Sequence[int]) -> Chunk
     )
     terms = _lease_terms(leases, charges)
     # Only the lease's own one-off charges matter to the rules; most chunks have none.
-    one_off_ids = [c[0] for c in charges if c[6] == ChargeFrequency.ONE_OFF]
+    one_off_ids = [
+        c.charge_id
+        for lease_terms in terms.values()
+        for c in lease_terms.charges
+        if c.frequency == ChargeFrequency.ONE_OFF
+    ]
     billed_one_offs = (
         frozenset(
             InvoiceLine.objects.filter(invoice__lease_id__in=ids, charge_id__in=one_off_ids)

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ledger.hashing import EntryContent, chain_hash, content_hash
@@ -163,19 +164,31 @@ def account_get_or_create(
 
 
 def _accounts_fetch(*, landlord: Landlord, keys: set[AccountKey]) -> dict[AccountKey, Account]:
-    found: dict[AccountKey, Account] = {}
+    """The existing accounts among `keys`, in one query per 10,000 tenant accounts (the
+    (code, currency) groups are OR-ed together; a query per group cost a round trip and
+    a query compilation each in every billing chunk)."""
     by_code_currency: dict[tuple[str, str], list[int | None]] = defaultdict(list)
     for key in keys:
         by_code_currency[(key.code, key.currency)].append(key.tenant_id)
+    conditions: list[Q] = []
+    condition, size = Q(), 0
     for (code, currency), tenant_ids in by_code_currency.items():
-        base = Account.objects.for_landlord(landlord).filter(code=code, currency=currency)
         if None in tenant_ids:
-            for account in base.filter(tenant__isnull=True):
-                found[AccountKey(code, currency, None)] = account
+            condition |= Q(code=code, currency=currency, tenant__isnull=True)
         ids = sorted(t for t in tenant_ids if t is not None)
         for start in range(0, len(ids), LOOKUP_CHUNK):
-            for account in base.filter(tenant_id__in=ids[start : start + LOOKUP_CHUNK]):
-                found[AccountKey(code, currency, account.tenant_id)] = account
+            part = ids[start : start + LOOKUP_CHUNK]
+            if condition and size + len(part) > LOOKUP_CHUNK:
+                conditions.append(condition)
+                condition, size = Q(), 0
+            condition |= Q(code=code, currency=currency, tenant_id__in=part)
+            size += len(part)
+    if condition:
+        conditions.append(condition)
+    found: dict[AccountKey, Account] = {}
+    for condition in conditions:
+        for account in Account.objects.for_landlord(landlord).filter(condition):
+            found[AccountKey(account.code, account.currency, account.tenant_id)] = account
     return found
 
 
