@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "ledger",
     "invoices",
     "payments",
+    "portal",
     "dunning",
     "demo",
     "bench",
@@ -142,6 +143,12 @@ STRIPE_API_BASE = env(
 STRIPE_WEBHOOK_SECRET = env(
     "STRIPE_WEBHOOK_SECRET", default="whsec_rentledger_local_dev" if STRIPE_LOCAL else ""
 )
+# Stripe.js for the tenant portal's card form: localstripe serves a stand-in with the
+# same Card Element API (docs/decisions/0005-payments.md), real Stripe the real one.
+STRIPE_JS_URL = env(
+    "STRIPE_JS_URL",
+    default=f"{STRIPE_API_BASE}/js.stripe.com/v3/" if STRIPE_LOCAL else "https://js.stripe.com/v3/",
+)
 STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
 # Live mode needs each landlord's connected account; localstripe has no Connect.
 STRIPE_CONNECT_REQUIRED = env.bool("STRIPE_CONNECT_REQUIRED", default=not STRIPE_LOCAL)
@@ -161,6 +168,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Longer than any countdown we schedule, so Redis never redelivers a waiting task early.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Emails (a PDF each) go to their own queue so 100,000 month-end receipts never delay
+# the billing chunks; workers consume both queues (deploy/run.py, docker-compose.yml).
+CELERY_TASK_ROUTES = {"invoices.tasks.notifications_send": {"queue": "notifications"}}
 # Exactly one beat process runs this (two would double every tick: celery #2856).
 CELERY_BEAT_SCHEDULE = {
     # Each tick bills whatever has become due in every landlord's own time zone and

@@ -40,6 +40,7 @@ PROCESSES = {
         "worker",
         "--pool=prefork",
         "--concurrency=2",
+        "--queues=celery,notifications",
         "--loglevel=INFO",
     ],
     "beat": [
