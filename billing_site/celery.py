@@ -19,9 +19,12 @@ app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("CELERY_DB_REUSE_MAX", "200
 
 
 @task_prerun.connect
-def _drop_broken_or_old_connections(**_kwargs) -> None:
+def _drop_broken_or_old_connections(sender=None, **_kwargs) -> None:
     """Like Django does per request: close connections that are unusable or older than
-    CONN_MAX_AGE, so a database restart costs one reconnect, not a failed task."""
+    CONN_MAX_AGE, so a database restart costs one reconnect, not a failed task.
+    Not for eager tasks: they run inside the caller's connection and transaction."""
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()
