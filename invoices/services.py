@@ -268,6 +268,19 @@ def billing_run_dispatch(*, run: BillingRun, chunks: Sequence[Sequence[int]]) ->
         )
 
 
+@transaction.atomic
+def billing_run_start_now(
+    *, landlord: Landlord, period_start: date, as_of: date, started_by: str
+) -> tuple[BillingRun, int]:
+    """A staff member's "run billing now": start (or resume) the month's run and queue
+    its chunks once committed. Returns the run and how many leases were queued."""
+    run, chunks = billing_run_start(
+        landlord=landlord, period_start=period_start, as_of=as_of, started_by=started_by
+    )
+    billing_run_dispatch(run=run, chunks=chunks)
+    return run, sum(len(chunk) for chunk in chunks)
+
+
 # Landlords started per transaction by the beat tick.
 START_BATCH = 100
 

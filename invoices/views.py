@@ -15,7 +15,6 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.utils.http import content_disposition_header
@@ -140,17 +139,12 @@ class BillingRunStartView(StaffView):
         form = BillingMonthForm(request.POST)
         if not form.is_valid():
             return self.show(form, None)
-        # Two service calls in one transaction: the run row and its chunk tasks are
-        # queued on commit. (To fold into one service, e.g. `billing_run_start_now`.)
-        with transaction.atomic():
-            run, chunks = services.billing_run_start(
-                landlord=self.landlord,
-                period_start=form.cleaned_data["month"],
-                as_of=self.today(),
-                started_by=request.user.email or request.user.get_username(),
-            )
-            services.billing_run_dispatch(run=run, chunks=chunks)
-        leases = sum(len(chunk) for chunk in chunks)
+        run, leases = services.billing_run_start_now(
+            landlord=self.landlord,
+            period_start=form.cleaned_data["month"],
+            as_of=self.today(),
+            started_by=request.user.email or request.user.get_username(),
+        )
         messages.success(
             request,
             f"Billing run for {run.period_start:%B %Y} started: {leases} "
