@@ -30,7 +30,6 @@ INSTALLED_APPS = [
     "ledger",
     "invoices",
     "payments",
-    "portal",
     "dunning",
     "demo",
     "bench",
