@@ -1430,6 +1430,30 @@ def _credit_apply(*, landlord: Landlord, tenant_id: int, when: datetime) -> list
     return posted
 
 
+def tenant_credits_apply_due(*, now: datetime) -> int:
+    """Let credit pay invoices issued since it arrived (the beat sweep).
+
+    The billing run sits below payments and cannot call it, so this sweep finds, in
+    one query, every tenant whose credit accounts hold money and applies it, one
+    transaction per tenant. Returns the number of postings made."""
+    holders = (
+        LedgerEntry.objects.filter(account__code=AccountCode.TENANT_CREDIT)
+        .values("landlord_id", "account__tenant_id")
+        .annotate(total=Sum("amount_minor"))
+        .filter(total__lt=0)  # a liability: below zero is money held for the tenant
+        .order_by("landlord_id", "account__tenant_id")
+    )
+    landlords = {}
+    posted = 0
+    for row in holders:
+        landlord = landlords.get(row["landlord_id"])
+        if landlord is None:
+            landlord = landlords[row["landlord_id"]] = Landlord.objects.get(pk=row["landlord_id"])
+        tenant = Tenant.objects.for_landlord(landlord).get(pk=row["account__tenant_id"])
+        posted += len(tenant_credit_apply(landlord=landlord, tenant=tenant, now=now))
+    return posted
+
+
 def tenant_credit_balance(*, landlord: Landlord, tenant: Tenant, currency: str) -> int:
     """Credit held for the tenant in `currency` (positive = in the tenant's favour)."""
     account = (

@@ -34,3 +34,8 @@ def tenant_credits_apply(*, landlord_id: int, tenant_ids: list[int]) -> int:
     for tenant in Tenant.objects.for_landlord(landlord).filter(pk__in=tenant_ids).order_by("pk"):
         applied += len(services.tenant_credit_apply(landlord=landlord, tenant=tenant))
     return applied
+
+
+@shared_task
+def tenant_credits_apply_due() -> int:
+    return services.tenant_credits_apply_due(now=timezone.now())

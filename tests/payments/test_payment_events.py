@@ -284,3 +284,30 @@ def test_account_updated_sets_the_connection_flags_and_ignores_older_snapshots(w
         True,
         True,
     )
+
+
+def test_the_credit_sweep_pays_an_invoice_issued_after_the_overpayment(world, deliver):
+    from datetime import UTC, date, datetime
+
+    from payments.services import tenant_credit_balance, tenant_credits_apply_due
+    from tests.payments.conftest import bill
+
+    payment = start(world, 3 * RENT)
+    deliver(pi_event(payment, "succeeded"))
+    (january,) = bill(world.landlord, date(2027, 1, 1))
+    other_before = other_landlord_books(world)
+
+    assert tenant_credits_apply_due(now=datetime(2027, 1, 1, 12, tzinfo=UTC)) == 1
+    assert balance_of(world.landlord, january) == 0
+    assert tenant_credit_balance(landlord=world.landlord, tenant=world.tenant, currency="EUR") == 0
+    assert tenant_credits_apply_due(now=datetime(2027, 1, 1, 12, 15, tzinfo=UTC)) == 0
+    assert other_landlord_books(world) == other_before
+    books_ok(world.landlord)
+
+
+def other_landlord_books(world):
+    from ledger.models import LedgerEntry
+
+    return sorted(
+        LedgerEntry.objects.exclude(landlord=world.landlord).values_list("pk", "amount_minor")
+    )
