@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "ledger",
     "invoices",
     "payments",
+    "portal",
     "dunning",
     "demo",
     "bench",
@@ -182,7 +183,10 @@ CELERY_BEAT_SCHEDULE = {
     "stripe-events-sweep": {"task": "payments.tasks.stripe_events_sweep", "schedule": 5 * 60},
     "stripe-events-recover": {"task": "payments.tasks.stripe_events_recover", "schedule": 60 * 60},
     # Credit (overpayments) pays invoices issued after it arrived.
-    "tenant-credits-apply": {"task": "payments.tasks.tenant_credits_apply_due", "schedule": 15 * 60},
+    "tenant-credits-apply": {
+        "task": "payments.tasks.tenant_credits_apply_due",
+        "schedule": 15 * 60,
+    },
 }
 
 LOGGING = {

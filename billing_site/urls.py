@@ -5,16 +5,22 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 import invoices.urls
+import portal.staff_urls
 import tenants.urls
 from payments.webhooks import stripe_webhook
 
 # One staff namespace under /app/, composed here so lower apps never import higher ones.
-dashboard_patterns = (tenants.urls.urlpatterns + invoices.urls.urlpatterns, "dashboard")
+dashboard_patterns = (
+    tenants.urls.urlpatterns + invoices.urls.urlpatterns + portal.staff_urls.urlpatterns,
+    "dashboard",
+)
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:home", permanent=False)),
     path("accounts/", include("tenants.auth_urls")),
     path("app/", include(dashboard_patterns)),
+    # The tenant portal: its own login and pages, separate from the staff dashboard.
+    path("portal/", include("portal.urls")),
     path("ops/admin/", admin.site.urls),
     # Stripe (and localstripe) deliver events here; no session, no CSRF, signed.
     path("stripe/webhook/", stripe_webhook, name="stripe-webhook"),

@@ -1,0 +1,320 @@
+"""The portal's pages with data (and a neighbour and a second landlord present):
+balance from the ledger, next due invoice, leases, invoices with derived status and
+PDF, payments with honest states, profile; signing in and out."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+
+from payments import services as payment_services
+from payments.models import Method, Payment, PaymentStatus, Source
+from tenants.models import AuditEvent, Tenant
+from tests.factories import PASSWORD, TenantFactory, UserFactory
+
+
+@pytest.fixture
+def me(portal_world):
+    return portal_world.me
+
+
+def text(response) -> str:
+    return response.content.decode()
+
+
+def test_home_shows_the_balance_and_the_next_due_invoice_with_pay_now(tenant_client, me):
+    page = text(tenant_client.get(reverse("portal:home")))
+
+    assert "Hello, Ada Tenant" in page
+    assert "€2,400.00" in page  # November + December, from the ledger
+    assert f"Invoice {me.november.number}, due Nov. 6, 2026" in page
+    assert f'href="/portal/pay/?invoice={me.november.pk}">Pay now' in page
+    assert "Pay the whole balance (€2,400.00)" in page
+    assert "No payments yet." in page
+
+
+def test_home_shows_credit_in_the_tenants_favour(tenant_client, me):
+    payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=250_000,
+        currency="EUR",
+        method=Method.BANK_TRANSFER,
+        reference="Ada transfer",
+        received_on=date(2026, 11, 20),
+        actor=None,
+    )
+
+    page = text(tenant_client.get(reverse("portal:home")))
+
+    assert "€100.00" in page
+    assert "credit in your favour" in page
+    assert "Pay now" not in page
+
+
+def test_a_tenant_with_nothing_yet_sees_helpful_empty_pages(client, landlord, other_landlord):
+    tenant = TenantFactory(landlord=landlord, full_name="Neva New")
+    tenant.user = UserFactory(username="neva@example.test")
+    tenant.save()
+    client.force_login(tenant.user)
+
+    home = text(client.get(reverse("portal:home")))
+    leases = text(client.get(reverse("portal:leases")))
+    invoices = text(client.get(reverse("portal:invoices")))
+    payments = text(client.get(reverse("portal:payments")))
+
+    assert "No invoices yet. When your landlord issues your first invoice" in home
+    assert "No leases to show yet" in leases
+    assert "Nothing to pay right now" in invoices
+    assert "No payments yet. When you pay an invoice" in payments
+
+
+def test_leases_show_unit_dates_and_charges(tenant_client, me):
+    page = text(tenant_client.get(reverse("portal:leases")))
+
+    assert "Linden Hof · Apt" in page
+    assert "Jan. 1, 2026" in page
+    assert "open-ended" in page
+    assert "Monthly rent" in page
+    assert "€1,200.00" in page
+
+
+def test_invoices_are_split_into_to_pay_and_past_with_status_from_the_ledger(
+    tenant_client, me, fake_stripe
+):
+    payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=120_000,
+        currency="EUR",
+        method=Method.CASH,
+        reference="",
+        received_on=date(2026, 11, 20),
+        actor=None,
+        invoice=me.november,
+    )
+
+    response = tenant_client.get(reverse("portal:invoices"))
+
+    to_pay, past = response.context["open_rows"], response.context["past_rows"]
+    assert [(r.invoice, r.status) for r in to_pay] == [(me.december, "open")]
+    assert [(r.invoice, r.status) for r in past] == [(me.november, "paid")]
+
+
+def test_list_pages_use_a_fixed_number_of_queries(tenant_client, me, django_assert_max_num_queries):
+    for _ in range(3):
+        payment_services.manual_payment_record(
+            landlord=me.landlord,
+            tenant=me.tenant,
+            amount_minor=1_000,
+            currency="EUR",
+            method=Method.CASH,
+            reference="",
+            received_on=date(2026, 11, 20),
+            actor=None,
+        )
+    for name in ("home", "invoices", "payments", "leases"):
+        with django_assert_max_num_queries(12):
+            assert tenant_client.get(reverse(f"portal:{name}")).status_code == 200
+
+
+def test_the_invoice_pdf_downloads(tenant_client, me):
+    response = tenant_client.get(reverse("portal:invoice_pdf", args=[me.november.pk]))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+    assert f'filename="{me.november.number}.pdf"' in response["Content-Disposition"]
+
+
+def test_the_invoice_page_shows_lines_and_the_payments_towards_it(tenant_client, me):
+    payment = payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=20_000,
+        currency="EUR",
+        method=Method.CHEQUE,
+        reference="",
+        received_on=date(2026, 11, 20),
+        actor=None,
+        invoice=me.november,
+    )
+
+    page = text(tenant_client.get(reverse("portal:invoice_detail", args=[me.november.pk])))
+
+    assert "Partially paid" in page
+    assert "€1,000.00" in page  # still open
+    assert "Monthly rent" in page
+    assert reverse("portal:payment_detail", args=[payment.pk]) in page
+
+
+def test_payments_show_processing_succeeded_and_failed_with_the_reason(tenant_client, me):
+    common = {
+        "landlord": me.landlord,
+        "tenant": me.tenant,
+        "currency": "EUR",
+        "source": Source.STRIPE,
+    }
+    processing = Payment.objects.create(
+        **common,
+        amount_minor=120_000,
+        method=Method.SEPA_DEBIT,
+        status=PaymentStatus.PROCESSING,
+        idempotency_key="t-1",
+        stripe_payment_intent_id="pi_t1",
+    )
+    Payment.objects.create(
+        **common,
+        amount_minor=120_000,
+        method=Method.CARD,
+        status=PaymentStatus.FAILED,
+        failure_message="Your card has expired.",
+        idempotency_key="t-2",
+    )
+    # An attempt that never reached Stripe is not the tenant's business.
+    Payment.objects.create(**common, amount_minor=5, method=Method.CARD, idempotency_key="t-3")
+
+    page = text(tenant_client.get(reverse("portal:payments")))
+    detail = text(tenant_client.get(reverse("portal:payment_detail", args=[processing.pk])))
+
+    assert "Processing" in page
+    assert "Failed" in page and "Your card has expired." in page
+    assert "€0.05" not in page
+    assert "Bank debits take a few business days" in detail
+    assert 'data-poll-url="/portal/payments/' in detail
+
+
+def test_a_receipt_shows_how_the_payment_was_applied(tenant_client, me):
+    payment = payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=250_000,
+        currency="EUR",
+        method=Method.BANK_TRANSFER,
+        reference="Ada transfer",
+        received_on=date(2026, 11, 20),
+        actor=None,
+    )
+
+    page = text(tenant_client.get(reverse("portal:payment_detail", args=[payment.pk])))
+
+    assert "Payment received" in page
+    assert f"Invoice {me.november.number}" in page
+    assert "Credit for your next invoice" in page
+    assert "€100.00" in page
+    assert "Ada transfer" in page
+
+
+def test_the_profile_saves_contact_details_and_language_with_an_audit_record(tenant_client, me):
+    response = tenant_client.post(
+        reverse("portal:profile"),
+        {"email": "ada.new@example.test", "phone": "+49 30 1234", "language": "de"},
+    )
+
+    assert response.status_code == 302
+    tenant = Tenant.objects.get(pk=me.tenant.pk)
+    assert (tenant.email, tenant.phone, tenant.language) == (
+        "ada.new@example.test",
+        "+49 30 1234",
+        "de",
+    )
+    assert tenant.full_name == "Ada Tenant"
+    event = AuditEvent.objects.get(action="portal.profile")
+    assert event.actor == me.user
+    assert set(event.data) == {"email", "phone", "language"}
+    # The login stays what it was.
+    me.user.refresh_from_db()
+    assert me.user.username == "ada@example.test"
+
+
+def test_the_profile_refuses_a_bad_email_and_changes_nothing(tenant_client, me):
+    response = tenant_client.post(
+        reverse("portal:profile"), {"email": "not-an-email", "phone": "", "language": "en"}
+    )
+
+    assert response.status_code == 200
+    assert "Enter a valid email address." in text(response)
+    assert Tenant.objects.get(pk=me.tenant.pk).email == "ada@example.test"
+    assert not AuditEvent.objects.filter(action="portal.profile").exists()
+
+
+def test_the_portal_speaks_the_tenants_language(tenant_client, me):
+    Tenant.objects.filter(pk=me.tenant.pk).update(language="de")
+
+    page = text(tenant_client.get(reverse("portal:home")))
+
+    assert '<html lang="de">' in page
+    assert "Hallo, Ada Tenant" in page
+    assert "2.400,00\xa0€" in page
+
+
+# --- signing in -----------------------------------------------------------------------------
+
+
+def test_a_tenant_logs_in_on_the_portal_login_page(client, me):
+    page = client.get(reverse("portal:login"))
+    assert "Tenant portal" in text(page)
+
+    response = client.post(
+        reverse("portal:login"), {"username": "ada@example.test", "password": PASSWORD}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("portal:home")
+    assert client.get(reverse("portal:home")).status_code == 200
+
+
+def test_the_login_returns_to_the_page_asked_for(client, me):
+    response = client.post(
+        reverse("portal:login") + "?next=/portal/invoices/",
+        {"username": "ada@example.test", "password": PASSWORD, "next": "/portal/invoices/"},
+    )
+
+    assert response["Location"] == "/portal/invoices/"
+
+
+def test_a_staff_login_is_refused_on_the_portal_with_a_clear_message(client, staff_user):
+    response = client.post(
+        reverse("portal:login"), {"username": staff_user.username, "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert "This account has no tenant portal" in text(response)
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_wrong_password_is_refused(client, me):
+    response = client.post(
+        reverse("portal:login"), {"username": "ada@example.test", "password": "nope"}
+    )
+
+    assert response.status_code == 200
+    assert "Please enter a correct" in text(response)
+
+
+def test_logging_out_returns_to_the_portal_login(tenant_client):
+    response = tenant_client.post(reverse("portal:logout"))
+
+    assert response["Location"] == reverse("portal:login")
+    assert tenant_client.get(reverse("portal:home")).status_code == 302
+
+
+def test_password_reset_mails_a_portal_link_that_sets_a_new_password(client, me):
+    client.post(reverse("portal:password_reset"), {"email": "ada@example.test"})
+
+    (message,) = mail.outbox
+    link = re.search(r"http://testserver(/portal/password/reset/\S+/\S+/)", message.body)[1]
+    form = client.get(link, follow=True)
+    assert form.status_code == 200
+    done = client.post(
+        form.redirect_chain[-1][0] if form.redirect_chain else link,
+        {"new_password1": "tulip-harbour-lantern-8", "new_password2": "tulip-harbour-lantern-8"},
+    )
+
+    assert done["Location"] == reverse("portal:password_reset_complete")
+    me.user.refresh_from_db()
+    assert me.user.check_password("tulip-harbour-lantern-8")
