@@ -1003,11 +1003,25 @@ def setup_intent_create(
     return intent.get("client_secret") or ""
 
 
+def _refuse_foreign_method(
+    *, landlord: Landlord, tenant: Tenant, payment_method_id: str, lock: bool = False
+) -> None:
+    """A saved method that belongs to another tenant is never reassigned (nor sent to
+    Stripe again); with `lock`, the row stays locked until the caller's transaction ends."""
+    rows = SavedPaymentMethod.objects.filter(stripe_payment_method_id=payment_method_id)
+    if lock:
+        rows = rows.select_for_update()
+    owner = rows.values_list("landlord_id", "tenant_id").first()
+    if owner is not None and owner != (landlord.pk, tenant.pk):
+        raise ValidationError("This payment method belongs to someone else.")
+
+
 def payment_method_save(
     *, landlord: Landlord, tenant: Tenant, payment_method_id: str, autopay: bool = False, actor
 ) -> SavedPaymentMethod:
     """Keep a payment method the tenant set up (attached to their customer at Stripe)
     and optionally make it the one autopay charges."""
+    _refuse_foreign_method(landlord=landlord, tenant=tenant, payment_method_id=payment_method_id)
     customer = customer_get_or_create(landlord=landlord, tenant=tenant)
     account = customer.stripe_account_id or None
     pm = stripe_client.payment_method_retrieve(
@@ -1025,6 +1039,11 @@ def payment_method_save(
         raise ValidationError({"method": _("This payment method type is not supported.")})
     details = pm.get(method) or {}
     with transaction.atomic():
+        # Ownership first, under a row lock: update_or_create below would otherwise
+        # hand another tenant's saved method to this one before any check could run.
+        _refuse_foreign_method(
+            landlord=landlord, tenant=tenant, payment_method_id=pm["id"], lock=True
+        )
         saved, _created = SavedPaymentMethod.objects.update_or_create(
             stripe_payment_method_id=pm["id"],
             defaults={
@@ -1038,8 +1057,6 @@ def payment_method_save(
                 "detached_at": None,
             },
         )
-        if saved.landlord_id != landlord.pk or saved.tenant_id != tenant.pk:
-            raise ValidationError("This payment method belongs to someone else.")
         if autopay:
             autopay_set(landlord=landlord, tenant=tenant, saved_method=saved, actor=actor)
         audit(

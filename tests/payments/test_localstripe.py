@@ -212,6 +212,35 @@ def test_a_saved_card_pays_by_autopay_off_session(world, stripe_env):
     assert len(payment_transactions(result.payment)) == 1
 
 
+def test_another_tenants_saved_card_cannot_be_taken_over(world, stripe_env):
+    from django.core.exceptions import ValidationError
+
+    from tests.factories import TenantFactory
+
+    secret = services.setup_intent_create(
+        landlord=world.landlord, tenant=world.tenant, idempotency_key="setup-own"
+    )
+    confirmed = stripe_env.v1.setup_intents.confirm(
+        secret.split("_secret_")[0], params={"payment_method": card(stripe_env, "4242424242424242")}
+    )
+    saved = services.payment_method_save(
+        landlord=world.landlord,
+        tenant=world.tenant,
+        payment_method_id=confirmed.payment_method,
+        actor=None,
+    )
+    neighbour = TenantFactory(landlord=world.landlord)
+    with pytest.raises(ValidationError, match="belongs to someone else"):
+        services.payment_method_save(
+            landlord=world.landlord,
+            tenant=neighbour,
+            payment_method_id=confirmed.payment_method,
+            actor=None,
+        )
+    saved.refresh_from_db()
+    assert saved.tenant_id == world.tenant.pk
+
+
 def test_recovery_fetches_a_success_whose_webhook_never_arrived(world, stripe_env, localstripe_url):
     # The endpoint is down while the tenant pays.
     requests.post(
