@@ -285,3 +285,31 @@ class Notification(LandlordOwned):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.channel} → {self.to_address}"
+
+
+class MeterReading(LandlordOwned):
+    """One reading of a unit's sub-meter (water, heat, ...) and the price per unit
+    consumed since the previous reading; the billing run turns the usage into a line."""
+
+    unit = models.ForeignKey("tenants.Unit", on_delete=models.PROTECT, related_name="+")
+    meter = models.CharField(max_length=60, help_text=_("e.g. Cold water"))
+    reading_date = models.DateField()
+    value = models.DecimalField(max_digits=12, decimal_places=3)
+    rate_minor_per_unit = models.DecimalField(
+        max_digits=12, decimal_places=4, help_text=_("Minor units (cents) per unit consumed")
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unit", "meter", "reading_date"], name="meterreading_one_per_day"
+            ),
+            models.CheckConstraint(condition=Q(value__gte=0), name="meterreading_value_gte_0"),
+            models.CheckConstraint(
+                condition=Q(rate_minor_per_unit__gte=0), name="meterreading_rate_gte_0"
+            ),
+        ]
+        indexes = [models.Index(fields=["unit", "reading_date"])]
+
+    def __str__(self) -> str:
+        return f"{self.meter} {self.reading_date}: {self.value}"

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from decimal import Decimal
 from itertools import zip_longest
 
 from django.core.exceptions import ValidationError
@@ -32,12 +33,21 @@ from invoices.models import (
     InvoiceLine,
     InvoiceSettings,
     InvoiceState,
+    MeterReading,
     Notification,
     TaxRate,
 )
 from ledger import services as ledger
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
-from tenants.models import OCCUPYING_STATUSES, Charge, ChargeFrequency, Landlord, Lease
+from tenants.models import (
+    OCCUPYING_STATUSES,
+    Charge,
+    ChargeFrequency,
+    ChargeKind,
+    Landlord,
+    Lease,
+    Unit,
+)
 from tenants.services import audit
 
 log = logging.getLogger(__name__)
@@ -422,7 +432,7 @@ def _runs_finish(runs: Sequence[BillingRun], *, now: datetime) -> None:
 
 
 # Lease and charge columns the rules need, loaded as tuples (no model instances).
-_LEASE_FIELDS = ("pk", "start_date", "end_date", "currency", "billing_day", "due_days")
+_LEASE_FIELDS = ("pk", "start_date", "end_date", "currency", "billing_day", "due_days", "unit_id")
 _CHARGE_FIELDS = (
     "pk",
     "lease_id",
@@ -461,7 +471,7 @@ def _lease_terms(leases: Iterable[tuple], charges: Iterable[tuple]) -> dict[int,
             due_days=due_days,
             charges=tuple(by_lease.get(pk, ())),
         )
-        for pk, start, end, currency, billing_day, due_days in leases
+        for pk, start, end, currency, billing_day, due_days, _unit_id in leases
     }
 
 
@@ -625,17 +635,36 @@ def billing_run_process_chunk(*, run_id: int, lease_ids: Sequence[int]) -> Chunk
     tax_rates = dict(TaxRate.objects.for_landlord(landlord).values_list("kind", "rate_bp"))
     bill_to = _bill_to(ids)
     settings_row = invoice_settings_get(landlord=landlord)
+    meters = _meter_readings(
+        landlord=landlord,
+        unit_ids=sorted({lease[-1] for lease in leases}),
+        period_start=period_start,
+        period_end=period_end,
+    )
+    unit_of = {lease[0]: lease[-1] for lease in leases}
 
     drafts: list[tuple[int, rules.InvoiceDraft]] = []
     issues: list[BillingRunIssue] = []
     for lease_id in ids:
-        outcome = rules.invoice_lines_for(
-            lease=terms[lease_id],
-            period_start=period_start,
-            period_end=period_end,
-            tax_rates=tax_rates,
-            already_billed_one_off_ids=billed_one_offs,
-        )
+        extra: tuple[rules.LineDraft, ...] | rules.BillingError = ()
+        if unit_of[lease_id] in meters:
+            extra = rules.utility_lines_from_readings(
+                readings=meters[unit_of[lease_id]],
+                service_start=period_start,
+                service_end=period_end,
+                tax_rates=tax_rates,
+            )
+        if isinstance(extra, rules.BillingError):
+            outcome = extra
+        else:
+            outcome = rules.invoice_lines_for(
+                lease=terms[lease_id],
+                period_start=period_start,
+                period_end=period_end,
+                tax_rates=tax_rates,
+                already_billed_one_off_ids=billed_one_offs,
+                extra_lines=extra,
+            )
         if isinstance(outcome, rules.BillingSkip):
             issues.append(
                 BillingRunIssue(
@@ -681,6 +710,59 @@ def billing_run_process_chunk(*, run_id: int, lease_ids: Sequence[int]) -> Chunk
     if notification_ids:
         transaction.on_commit(lambda: _enqueue_notifications(notification_ids))
     return ChunkResult(created, skipped, failed, tuple(notification_ids))
+
+
+def _meter_readings(
+    *, landlord: Landlord, unit_ids: Sequence[int], period_start: date, period_end: date
+) -> dict[int, list[rules.MeterReadings]]:
+    """Per unit, its meters' usage in `[period_start, period_end)`, in one query: the
+    readings dated in the period plus each meter's last reading before it.
+
+    A meter's usage runs from the last reading before the period (or its first in the
+    period) to its latest in the period, priced at that latest reading's rate. A meter
+    whose readings go down anywhere on the way is passed as that decreasing pair, so
+    the rules report it instead of billing a netted figure.
+    """
+    if not unit_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "(SELECT id, unit_id, meter, reading_date, value, rate_minor_per_unit"
+            " FROM invoices_meterreading WHERE landlord_id = %s"
+            " AND unit_id = ANY(%s::bigint[]) AND reading_date >= %s AND reading_date < %s)"
+            " UNION ALL "
+            "(SELECT DISTINCT ON (unit_id, meter)"
+            " id, unit_id, meter, reading_date, value, rate_minor_per_unit"
+            " FROM invoices_meterreading"
+            " WHERE landlord_id = %s AND unit_id = ANY(%s::bigint[]) AND reading_date < %s"
+            " ORDER BY unit_id, meter, reading_date DESC)",
+            [landlord.pk, list(unit_ids), period_start, period_end]
+            + [landlord.pk, list(unit_ids), period_start],
+        )
+        rows = cursor.fetchall()
+    by_meter: dict[tuple[int, str], list[tuple]] = defaultdict(list)
+    for row in rows:
+        by_meter[(row[1], row[2])].append(row)
+    out: dict[int, list[rules.MeterReadings]] = defaultdict(list)
+    for (unit_id, meter), readings in sorted(by_meter.items()):
+        readings.sort(key=lambda r: r[3])
+        if len(readings) < 2 or readings[-1][3] < period_start:
+            continue  # a baseline only: nothing consumed in this period yet
+        first, last = readings[0], readings[-1]
+        for before, after in zip(readings, readings[1:], strict=False):
+            if after[4] < before[4]:
+                first, last = before, after
+                break
+        out[unit_id].append(
+            rules.MeterReadings(
+                meter_id=last[0],
+                label=meter,
+                previous=first[4],
+                current=last[4],
+                rate_minor_per_unit=last[5],
+            )
+        )
+    return out
 
 
 def _bill_to(lease_ids: Sequence[int]) -> dict[int, tuple[int, str, str]]:
@@ -907,3 +989,282 @@ def invoice_void(*, invoice: Invoice, reason: str, actor) -> Invoice:
         summary=f"Voided {locked.number}: {reason}",
     )
     return locked
+
+
+# --- draft review -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredLine:
+    """An invoice line as `_posting_plan` needs it, read back from the database."""
+
+    kind: str
+    amount_minor: int
+    tax_minor: int
+
+
+def _run_for_review(run: BillingRun) -> BillingRun:
+    locked = BillingRun.objects.select_for_update().select_related("landlord").get(pk=run.pk)
+    if locked.status != BillingRunStatus.REVIEW:
+        raise ValidationError(
+            {
+                "__all__": f"The billing run of {locked.period_start:%B %Y} is not waiting "
+                f"for review ({locked.get_status_display().lower()}); nothing was changed."
+            }
+        )
+    return locked
+
+
+@transaction.atomic
+def billing_run_issue(*, run: BillingRun, actor) -> int:
+    """Issue a reviewed run's drafts: consecutive numbers, ledger postings and invoice
+    emails, exactly as a run without review would have written them; the run completes.
+
+    The run row is locked first (chunks of the run take the same lock), so two clicks
+    cannot issue twice: the second finds the run completed and is refused. Returns the
+    number of invoices issued.
+    """
+    run = _run_for_review(run)
+    landlord = run.landlord
+    settings_row = invoice_settings_get(landlord=landlord)
+    drafts = list(
+        Invoice.objects.filter(landlord=landlord, billing_run=run, state=InvoiceState.DRAFT)
+        .order_by("pk")
+        .values_list(
+            "pk", "lease_id", "tenant_id", "currency", "issue_date", "total_minor", "tenant__email"
+        )
+    )
+    now = timezone.now()
+    notification_ids: list[int] = []
+    if drafts:
+        lines: dict[int, list[_StoredLine]] = defaultdict(list)
+        for invoice_id, kind, amount, tax_minor in (
+            InvoiceLine.objects.filter(invoice_id__in=[d[0] for d in drafts])
+            .order_by("invoice_id", "position")
+            .values_list("invoice_id", "kind", "amount_minor", "tax_minor")
+        ):
+            lines[invoice_id].append(_StoredLine(kind, amount, tax_minor))
+        numbers = _allocate_numbers(
+            landlord=landlord,
+            series=settings_row.number_prefix,
+            year=run.period_start.year,
+            count=len(drafts),
+        )
+        ids = [d[0] for d in drafts]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE invoices_invoice i SET number = v.number, state = %s, updated_at = %s"
+                " FROM unnest(%s::bigint[], %s::text[]) AS v(id, number)"
+                " WHERE i.id = v.id AND i.state = %s",
+                [InvoiceState.ISSUED, now, ids, numbers, InvoiceState.DRAFT],
+            )
+        issued = [
+            _Issued(
+                invoice_id=pk,
+                number=number,
+                lease_id=lease_id,
+                tenant_id=tenant_id,
+                currency=currency,
+                issue_date=issue_date,
+                plan=_posting_plan(
+                    currency=currency,
+                    tenant_id=tenant_id,
+                    total_minor=total,
+                    lines=lines[pk],
+                ),
+            )
+            for (pk, lease_id, tenant_id, currency, issue_date, total, _email), number in zip(
+                drafts, numbers, strict=True
+            )
+        ]
+        ledger.transactions_post_bulk(
+            landlord=landlord, specs=_ledger_specs(landlord=landlord, issued=issued)
+        )
+        if settings_row.send_emails:
+            created = Notification.objects.bulk_create(
+                [
+                    Notification(
+                        landlord=landlord,
+                        dedupe_key=f"invoice:{pk}:issued:email",
+                        kind="invoice_issued",
+                        channel=Channel.EMAIL,
+                        tenant_id=tenant_id,
+                        invoice_id=pk,
+                        to_address=email,
+                    )
+                    for pk, _l, tenant_id, _c, _d, _t, email in drafts
+                    if email
+                ]
+            )
+            notification_ids = [n.pk for n in created]
+    BillingRun.objects.filter(pk=run.pk).update(
+        status=BillingRunStatus.COMPLETED, finished_at=now, updated_at=now
+    )
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="billing_run.issue",
+        obj=run,
+        summary=f"Issued {len(drafts)} reviewed invoices of {run.period_start:%Y-%m}",
+    )
+    if notification_ids:
+        transaction.on_commit(lambda: _enqueue_notifications(notification_ids))
+    return len(drafts)
+
+
+@transaction.atomic
+def billing_run_discard_drafts(*, run: BillingRun, actor) -> int:
+    """Throw away a reviewed run's drafts. They never had a number, a posting or an
+    email, so deleting them loses nothing; their leases are due again and the next
+    start of the month bills them afresh. Returns how many drafts were discarded."""
+    run = _run_for_review(run)
+    drafts = Invoice.objects.filter(
+        landlord=run.landlord, billing_run=run, state=InvoiceState.DRAFT
+    )
+    count = drafts.count()
+    InvoiceLine.objects.filter(invoice__in=drafts).delete()
+    drafts.delete()
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE invoices_billingrun SET invoices_created = invoices_created - %s,"
+            " leases_due = GREATEST(leases_due - %s, 0), status = %s, finished_at = %s,"
+            " updated_at = %s WHERE id = %s",
+            [count, count, BillingRunStatus.COMPLETED, now, now, run.pk],
+        )
+    audit(
+        landlord=run.landlord,
+        actor=actor,
+        action="billing_run.discard_drafts",
+        obj=run,
+        summary=f"Discarded {count} draft invoices of {run.period_start:%Y-%m}",
+    )
+    return count
+
+
+# --- meter readings -----------------------------------------------------------------
+
+
+@transaction.atomic
+def meter_reading_record(
+    *,
+    landlord: Landlord,
+    unit: Unit,
+    meter: str,
+    reading_date: date,
+    value: Decimal,
+    rate_minor_per_unit: Decimal,
+    actor,
+) -> MeterReading:
+    """Record a sub-meter reading. Meters only count up: a value below the meter's
+    previous reading (or above a later one) is a misread or a replaced meter, which a
+    person must sort out, so it is refused and nothing is saved."""
+    if unit.landlord_id != landlord.pk:
+        raise ValidationError({"__all__": "That unit belongs to another landlord."})
+    meter = (meter or "").strip()
+    errors: dict[str, str] = {}
+    if not meter:
+        errors["meter"] = "Name the meter, e.g. Cold water."
+    if value < 0:
+        errors["value"] = "A meter reading cannot be negative."
+    if rate_minor_per_unit < 0:
+        errors["rate_minor_per_unit"] = "The rate cannot be negative."
+    if errors:
+        raise ValidationError(errors)
+    # Lock the unit: two readings of one meter recorded at once are checked in turn.
+    Unit.objects.select_for_update().filter(pk=unit.pk).exists()
+    same = MeterReading.objects.filter(landlord=landlord, unit=unit, meter=meter)
+    previous = same.filter(reading_date__lt=reading_date).order_by("-reading_date").first()
+    if previous is not None and value < previous.value:
+        raise ValidationError(
+            {
+                "value": f"{value} is lower than the previous reading of {meter}, "
+                f"{previous.value} on {previous.reading_date:%Y-%m-%d}."
+            }
+        )
+    following = same.filter(reading_date__gt=reading_date).order_by("reading_date").first()
+    if following is not None and value > following.value:
+        raise ValidationError(
+            {
+                "value": f"{value} is higher than the later reading of {meter}, "
+                f"{following.value} on {following.reading_date:%Y-%m-%d}."
+            }
+        )
+    try:
+        with transaction.atomic():
+            reading = MeterReading.objects.create(
+                landlord=landlord,
+                unit=unit,
+                meter=meter,
+                reading_date=reading_date,
+                value=value,
+                rate_minor_per_unit=rate_minor_per_unit,
+            )
+    except IntegrityError:
+        raise ValidationError(
+            {"reading_date": f"{meter} already has a reading on {reading_date:%Y-%m-%d}."}
+        ) from None
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="meter_reading.record",
+        obj=reading,
+        summary=f"{unit}: {meter} {value} on {reading_date:%Y-%m-%d}",
+    )
+    return reading
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def invoice_settings_update(
+    *,
+    landlord: Landlord,
+    actor,
+    number_prefix: str,
+    review_drafts: bool,
+    send_emails: bool,
+    tax_rates_bp: dict[str, int | None],
+) -> InvoiceSettings:
+    """Change the landlord's invoicing preferences and tax rates per charge kind.
+
+    `tax_rates_bp` maps a charge kind to basis points (1 900 = 19 %); None or 0 means
+    untaxed and removes the rate. Rates apply to invoices billed from now on; issued
+    invoices keep the rate on their lines.
+    """
+    errors: dict[str, str] = {}
+    number_prefix = (number_prefix or "").strip()
+    if not number_prefix or not number_prefix.replace("_", "").isalnum():
+        errors["number_prefix"] = "Use letters and digits only, e.g. INV."
+    for kind, rate in tax_rates_bp.items():
+        if kind not in ChargeKind.values:
+            errors["__all__"] = f"Unknown charge kind {kind!r}."
+        elif rate is not None and not 0 <= rate <= 10_000:
+            errors[f"tax_{kind}"] = "A tax rate is between 0 and 100 %."
+    if errors:
+        raise ValidationError(errors)
+    row = InvoiceSettings.objects.select_for_update().filter(landlord=landlord).first()
+    if row is None:
+        row = invoice_settings_get(landlord=landlord)
+    row.number_prefix = number_prefix
+    row.review_drafts = review_drafts
+    row.send_emails = send_emails
+    row.save(update_fields=["number_prefix", "review_drafts", "send_emails", "updated_at"])
+    for kind, rate in tax_rates_bp.items():
+        if rate:
+            TaxRate.objects.update_or_create(
+                landlord=landlord, kind=kind, defaults={"rate_bp": rate}
+            )
+        else:
+            TaxRate.objects.filter(landlord=landlord, kind=kind).delete()
+    rates = ", ".join(f"{k} {r / 100:g} %" for k, r in sorted(tax_rates_bp.items()) if r)
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="invoice_settings.update",
+        obj=row,
+        summary=f"Invoice settings: prefix {number_prefix}, review drafts {review_drafts}, "
+        f"emails {send_emails}; tax {rates or 'none'}",
+    )
+    return row

@@ -7,7 +7,19 @@ from invoices import views
 urlpatterns = [
     path("billing/", views.BillingRunListView.as_view(), name="billingrun_list"),
     path("billing/run/", views.BillingRunStartView.as_view(), name="billingrun_start"),
+    path("billing/settings/", views.InvoiceSettingsView.as_view(), name="invoice_settings"),
+    path(
+        "billing/meter-readings/",
+        views.MeterReadingIndexView.as_view(),
+        name="meter_reading_index",
+    ),
     path("billing/<int:pk>/", views.BillingRunDetailView.as_view(), name="billingrun_detail"),
+    path("billing/<int:pk>/issue/", views.BillingRunIssueView.as_view(), name="billingrun_issue"),
+    path(
+        "units/<int:pk>/meter-readings/",
+        views.UnitMeterReadingsView.as_view(),
+        name="unit_meter_readings",
+    ),
     path(
         "billing/<int:pk>/progress/",
         views.BillingRunProgressView.as_view(),

@@ -15,15 +15,26 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count, Sum
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 
 from invoices import selectors, services
-from invoices.models import BillingRun, Invoice
+from invoices.forms import InvoiceSettingsForm, MeterReadingForm
+from invoices.models import (
+    BillingRun,
+    BillingRunStatus,
+    Invoice,
+    InvoiceState,
+    MeterReading,
+    TaxRate,
+)
 from ledger import selectors as ledger_selectors
+from tenants import selectors as tenant_selectors
 from tenants.forms import apply_service_errors
-from tenants.models import Permission, Tenant
+from tenants.models import Permission, Tenant, Unit
 from tenants.views import PAGE_SIZE, StaffView
 
 MONTH_INPUT = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
@@ -84,9 +95,26 @@ class BillingRunListView(StaffView):
         )
 
 
+def _draft_totals(*, landlord, run: BillingRun) -> dict:
+    """The run's drafts waiting for review: how many, and their total per currency."""
+    rows = list(
+        Invoice.objects.for_landlord(landlord)
+        .filter(billing_run=run, state=InvoiceState.DRAFT)
+        .values("currency")
+        .annotate(count=Count("pk"), total_minor=Sum("total_minor"))
+        .order_by("currency")
+    )
+    return {"count": sum(r["count"] for r in rows), "by_currency": rows}
+
+
 class BillingRunDetailView(StaffView):
     def get(self, request, pk: int):
         run = self.get_scoped(BillingRun, pk)
+        drafts = (
+            _draft_totals(landlord=self.landlord, run=run)
+            if run.status == BillingRunStatus.REVIEW
+            else None
+        )
         invoices = selectors.invoice_page(
             landlord=self.landlord,
             filters=selectors.InvoiceFilters(run_id=run.pk),
@@ -98,7 +126,134 @@ class BillingRunDetailView(StaffView):
             object=run,
             issues=self.page(selectors.billing_run_issues(landlord=self.landlord, run=run)),
             invoices=invoices,
+            drafts=drafts,
         )
+
+
+class BillingRunIssueView(StaffView):
+    """Issue a reviewed run's drafts (or discard them): a confirmation page, then the
+    service. Posting `action=discard` discards instead."""
+
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        run = self.get_scoped(BillingRun, pk)
+        return self.render(
+            "invoices/dashboard/billingrun_issue.html",
+            object=run,
+            drafts=_draft_totals(landlord=self.landlord, run=run),
+        )
+
+    def post(self, request, pk: int):
+        run = self.get_scoped(BillingRun, pk)
+        discard = request.POST.get("action") == "discard"
+        action = services.billing_run_discard_drafts if discard else services.billing_run_issue
+        try:
+            count = action(run=run, actor=request.user)
+        except ValidationError as exc:
+            for message in exc.messages:
+                messages.error(request, message)
+        else:
+            plural = "" if count == 1 else "s"
+            if discard:
+                messages.success(request, f"{count} draft{plural} discarded.")
+            else:
+                messages.success(request, f"{count} invoice{plural} issued.")
+        return redirect("dashboard:billingrun_detail", pk=run.pk)
+
+
+class InvoiceSettingsView(StaffView):
+    """Invoice numbering, draft review, emails and the tax rate of each charge kind."""
+
+    permission = Permission.MANAGE_SETTINGS
+
+    def get(self, request):
+        row = services.invoice_settings_get(landlord=self.landlord)
+        rates = dict(TaxRate.objects.for_landlord(self.landlord).values_list("kind", "rate_bp"))
+        return self.show(InvoiceSettingsForm(initial=InvoiceSettingsForm.initial_for(row, rates)))
+
+    def show(self, form):
+        return self.render(
+            "dashboard/form.html",
+            form=form,
+            title="Invoice settings",
+            cancel_url=reverse("dashboard:billingrun_list"),
+        )
+
+    def post(self, request):
+        form = InvoiceSettingsForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.invoice_settings_update(
+                    landlord=self.landlord,
+                    actor=request.user,
+                    number_prefix=data["number_prefix"],
+                    review_drafts=data["review_drafts"],
+                    send_emails=data["send_emails"],
+                    tax_rates_bp=data["tax_rates_bp"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Invoice settings saved.")
+                return redirect("dashboard:invoice_settings")
+        return self.show(form)
+
+
+class MeterReadingIndexView(StaffView):
+    """Billing section's entry to meter readings: the latest readings, and a unit
+    search leading to each unit's readings page (where one is recorded)."""
+
+    def get(self, request):
+        q = request.GET.get("q", "").strip()[:100]
+        units = tenant_selectors.unit_list(landlord=self.landlord, search=q) if q else None
+        return self.render(
+            "invoices/dashboard/meter_reading_index.html",
+            q=q,
+            units=self.page(units) if units is not None else None,
+            recent=MeterReading.objects.for_landlord(self.landlord)
+            .select_related("unit__property")
+            .order_by("-reading_date", "-pk")[:20],
+        )
+
+
+class UnitMeterReadingsView(StaffView):
+    """A unit's sub-meter readings, and a form to record one (MANAGE_MONEY)."""
+
+    def required_permission(self, request) -> str:
+        return Permission.MANAGE_MONEY if request.method == "POST" else Permission.VIEW
+
+    def get(self, request, pk: int):
+        return self.show(self.get_scoped(Unit, pk), MeterReadingForm())
+
+    def show(self, unit, form):
+        readings = (
+            MeterReading.objects.for_landlord(self.landlord)
+            .filter(unit=unit)
+            .order_by("meter", "-reading_date")
+        )
+        return self.render(
+            "invoices/dashboard/meter_readings.html",
+            object=unit,
+            form=form,
+            page=self.page(readings),
+        )
+
+    def post(self, request, pk: int):
+        unit = self.get_scoped(Unit, pk)
+        form = MeterReadingForm(request.POST)
+        if form.is_valid():
+            try:
+                services.meter_reading_record(
+                    landlord=self.landlord, unit=unit, actor=request.user, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Meter reading recorded.")
+                return redirect("dashboard:unit_meter_readings", pk=unit.pk)
+        return self.show(unit, form)
 
 
 class BillingRunProgressView(StaffView):

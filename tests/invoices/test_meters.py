@@ -1,0 +1,152 @@
+"""Metered utilities: readings are recorded only counting up, and billed as usage × rate."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from invoices import services
+from invoices.models import BillingRun, BillingRunIssue, Invoice, MeterReading
+from ledger.selectors import trial_balance
+from tests.factories import LandlordFactory
+from tests.invoices.factories import bill_december, lease_with_charges
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def record(lease, day, value, rate="215.5", meter="Cold water"):
+    return services.meter_reading_record(
+        landlord=lease.landlord,
+        unit=lease.unit,
+        meter=meter,
+        reading_date=day,
+        value=Decimal(value),
+        rate_minor_per_unit=Decimal(rate),
+        actor=None,
+    )
+
+
+def insert(lease, day, value, meter="Cold water"):
+    MeterReading.objects.create(
+        landlord=lease.landlord,
+        unit=lease.unit,
+        meter=meter,
+        reading_date=day,
+        value=Decimal(value),
+        rate_minor_per_unit=Decimal("100"),
+    )
+
+
+def test_usage_since_the_last_reading_is_billed_at_the_rate(landlord, other_landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    record(lease, date(2026, 11, 30), "100")
+    record(lease, date(2026, 12, 15), "112.5")
+    # Another landlord's unit, with readings that would change the numbers.
+    other = lease_with_charges(landlord=other_landlord, renter="Bob Other")
+    record(other, date(2026, 11, 30), "0")
+    record(other, date(2026, 12, 15), "999")
+    (invoice,) = bill_december(landlord=landlord)
+    utility = invoice.lines.get(kind="utility")
+    assert utility.amount_minor == 2_694  # 12.5 m³ × 215.5 cents, half-even
+    assert "Cold water" in utility.description
+    assert invoice.total_minor == 102_694
+    assert trial_balance(landlord=landlord).totals == {"EUR": 0}
+
+
+def test_a_meter_with_only_a_baseline_reading_bills_nothing(landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    record(lease, date(2026, 12, 1), "100")
+    (invoice,) = bill_december(landlord=landlord)
+    assert invoice.total_minor == 100_000
+
+
+def test_a_reading_lower_than_the_previous_is_refused_on_value(landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter")
+    record(lease, date(2026, 11, 30), "100")
+    with pytest.raises(ValidationError) as refused:
+        record(lease, date(2026, 12, 15), "99.5")
+    message = " ".join(refused.value.message_dict["value"])
+    assert "100.000" in message and "2026-11-30" in message
+    assert MeterReading.objects.filter(landlord=landlord).count() == 1
+
+
+def test_a_second_reading_on_the_same_day_is_refused_on_the_date(landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter")
+    record(lease, date(2026, 11, 30), "100")
+    with pytest.raises(ValidationError) as refused:
+        record(lease, date(2026, 11, 30), "101")
+    assert "reading_date" in refused.value.message_dict
+
+
+def test_a_decreasing_pair_at_billing_is_an_error_for_that_lease_only(landlord):
+    broken = lease_with_charges(landlord=landlord, renter="Ada Meter")
+    fine = lease_with_charges(landlord=landlord, renter="Bea Fine")
+    insert(broken, date(2026, 11, 30), "100")
+    insert(broken, date(2026, 12, 15), "90")
+    insert(fine, date(2026, 11, 30), "5")
+    insert(fine, date(2026, 12, 15), "6")
+    invoices = bill_december(landlord=landlord)
+    run = BillingRun.objects.get(landlord=landlord)
+    assert (run.invoices_created, run.failed) == (1, 1)
+    assert [i.lease_id for i in invoices] == [fine.pk]
+    issue = BillingRunIssue.objects.get(run=run, lease=broken)
+    assert issue.kind == "error" and "lower than the previous reading" in issue.message
+    assert not Invoice.objects.filter(lease=broken).exists()
+
+
+def test_the_unit_page_records_a_reading_and_shows_the_field_error(staff_client, landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter")
+    url = reverse("dashboard:unit_meter_readings", args=[lease.unit.pk])
+    form = {
+        "meter": "Heat",
+        "reading_date": "2026-11-30",
+        "value": "10",
+        "rate_minor_per_unit": "5",
+    }
+    assert staff_client.post(url, form).status_code == 302
+    lower = staff_client.post(url, {**form, "reading_date": "2026-12-15", "value": "9"})
+    assert lower.status_code == 200
+    assert "lower than the previous reading" in " ".join(lower.context["form"].errors["value"])
+    assert MeterReading.objects.filter(landlord=landlord).count() == 1
+
+
+def test_another_landlords_unit_is_not_found(staff_client, other_landlord):
+    lease = lease_with_charges(landlord=other_landlord, renter="Bob Other")
+    url = reverse("dashboard:unit_meter_readings", args=[lease.unit.pk])
+    assert staff_client.get(url).status_code == 404
+
+
+def test_the_billing_section_lists_readings_and_finds_units(staff_client, landlord, other_landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", property_name="Lindenhof")
+    record(lease, date(2026, 11, 30), "100")
+    other = lease_with_charges(landlord=other_landlord, renter="Bob Other", property_name="Elmwood")
+    record(other, date(2026, 11, 30), "7", meter="Secret meter")
+    page = staff_client.get(reverse("dashboard:meter_reading_index"), {"q": "Linden"})
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert reverse("dashboard:unit_meter_readings", args=[lease.unit.pk]) in content
+    assert "Secret meter" not in content and "Elmwood" not in content
+
+
+def test_billing_with_readings_takes_the_same_queries_for_more_leases(landlord):
+    def queries_to_bill(owner, count):
+        for i in range(count):
+            lease = lease_with_charges(landlord=owner, renter=f"Renter{i} Test")
+            insert(lease, date(2026, 11, 30), "1")
+            insert(lease, date(2026, 12, 15), "3")
+        run, (chunk,) = services.billing_run_start(
+            landlord=owner, period_start=date(2026, 12, 1), as_of=date(2026, 12, 31)
+        )
+        with CaptureQueriesContext(connection) as captured:
+            result = services.billing_run_process_chunk(run_id=run.pk, lease_ids=chunk)
+        assert result.created == count
+        return len(captured)
+
+    assert queries_to_bill(landlord, 2) == queries_to_bill(LandlordFactory(), 6)
