@@ -24,6 +24,7 @@ from datetime import date
 
 from django.db.models import (
     BigIntegerField,
+    Count,
     Exists,
     F,
     OuterRef,
@@ -426,3 +427,15 @@ def billing_run_preview(
         review_drafts=settings_row.review_drafts,
         send_emails=settings_row.send_emails,
     )
+
+
+def draft_totals(*, landlord, run: BillingRun) -> dict:
+    """The run's drafts waiting for review: how many, and their total per currency."""
+    rows = list(
+        Invoice.objects.for_landlord(landlord)
+        .filter(billing_run=run, state=InvoiceState.DRAFT)
+        .values("currency")
+        .annotate(count=Count("pk"), total_minor=Sum("total_minor"))
+        .order_by("currency")
+    )
+    return {"count": sum(r["count"] for r in rows), "by_currency": rows}

@@ -15,7 +15,6 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Sum
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -27,7 +26,6 @@ from invoices.models import (
     BillingRun,
     BillingRunStatus,
     Invoice,
-    InvoiceState,
     MeterReading,
     TaxRate,
 )
@@ -95,23 +93,11 @@ class BillingRunListView(StaffView):
         )
 
 
-def _draft_totals(*, landlord, run: BillingRun) -> dict:
-    """The run's drafts waiting for review: how many, and their total per currency."""
-    rows = list(
-        Invoice.objects.for_landlord(landlord)
-        .filter(billing_run=run, state=InvoiceState.DRAFT)
-        .values("currency")
-        .annotate(count=Count("pk"), total_minor=Sum("total_minor"))
-        .order_by("currency")
-    )
-    return {"count": sum(r["count"] for r in rows), "by_currency": rows}
-
-
 class BillingRunDetailView(StaffView):
     def get(self, request, pk: int):
         run = self.get_scoped(BillingRun, pk)
         drafts = (
-            _draft_totals(landlord=self.landlord, run=run)
+            selectors.draft_totals(landlord=self.landlord, run=run)
             if run.status == BillingRunStatus.REVIEW
             else None
         )
@@ -141,7 +127,7 @@ class BillingRunIssueView(StaffView):
         return self.render(
             "invoices/dashboard/billingrun_issue.html",
             object=run,
-            drafts=_draft_totals(landlord=self.landlord, run=run),
+            drafts=selectors.draft_totals(landlord=self.landlord, run=run),
         )
 
     def post(self, request, pk: int):
