@@ -37,6 +37,7 @@ from invoices.models import (
     Notification,
     TaxRate,
 )
+from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
 from tenants.models import (
@@ -46,6 +47,7 @@ from tenants.models import (
     ChargeKind,
     Landlord,
     Lease,
+    Tenant,
     Unit,
 )
 from tenants.services import audit
@@ -955,40 +957,96 @@ def _enqueue_notifications(ids: Sequence[int]) -> None:
 @transaction.atomic
 def invoice_void(*, invoice: Invoice, reason: str, actor) -> Invoice:
     """Void an issued invoice: its ledger posting is reversed (the credit note), the
-    document keeps its number and is marked void; it is never edited or deleted."""
+    document keeps its number and is marked void; it is never edited or deleted.
+
+    Money already paid against it becomes the tenant's credit (a second posting), so
+    the void invoice ends at zero and the credit can settle other invoices.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "Say why the invoice is voided."})
-    locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    # Tenant before invoice: the order payments use, so the two never deadlock.
+    list(Tenant.objects.select_for_update().filter(pk=invoice.tenant_id).values_list("pk"))
+    locked = Invoice.objects.select_for_update().select_related("landlord").get(pk=invoice.pk)
     if locked.state == InvoiceState.VOID:
         raise ValidationError({"__all__": f"Invoice {locked.number} is already void."})
     if locked.state == InvoiceState.DRAFT:
         raise ValidationError(
             {"__all__": "A draft has no number yet; discard the run's drafts instead."}
         )
+    landlord = locked.landlord
     now = timezone.now()
-    posting = LedgerTransaction.objects.for_landlord(locked.landlord).get(
+    posting = LedgerTransaction.objects.for_landlord(landlord).get(
         idempotency_key=f"invoice:{locked.pk}:issue"
     )
     ledger.transaction_reverse(
-        landlord=locked.landlord,
+        landlord=landlord,
         transaction=posting,
         idempotency_key=f"invoice:{locked.pk}:void",
         reason=f"Void {locked.number}: {reason}",
         effective_at=now,
     )
+    _paid_to_credit(invoice=locked, when=now)
     locked.state = InvoiceState.VOID
     locked.void_reason = reason[:300]
     locked.voided_at = now
     locked.save(update_fields=["state", "void_reason", "voided_at", "updated_at"])
     audit(
-        landlord=locked.landlord,
+        landlord=landlord,
         actor=actor,
         action="invoice.void",
         obj=locked,
         summary=f"Voided {locked.number}: {reason}",
     )
     return locked
+
+
+def _paid_to_credit(*, invoice: Invoice, when: datetime) -> None:
+    """After the void reversal, the invoice's receivable holds minus what was paid on
+    it; move that to the tenant's credit account."""
+    landlord = invoice.landlord
+    balance = ledger_selectors.document_balance(
+        landlord=landlord, document_kind=DOCUMENT_KIND, document_id=invoice.pk
+    ).get(invoice.currency, 0)
+    if balance >= 0:
+        return
+    paid = -balance
+    accounts = ledger.accounts_get_or_create(
+        landlord=landlord,
+        keys=[
+            ledger.AccountKey(AccountCode.RECEIVABLE, invoice.currency, invoice.tenant_id),
+            ledger.AccountKey(AccountCode.TENANT_CREDIT, invoice.currency, invoice.tenant_id),
+        ],
+    )
+    ref = {"document_kind": DOCUMENT_KIND, "document_id": invoice.pk}
+    ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key=f"invoice:{invoice.pk}:void:credit",
+        effective_at=when,
+        description=f"Paid on void {invoice.number} kept as credit",
+        entries=[
+            ledger.EntrySpec(
+                account=accounts[
+                    ledger.AccountKey(AccountCode.RECEIVABLE, invoice.currency, invoice.tenant_id)
+                ],
+                amount_minor=paid,
+                currency=invoice.currency,
+                lease_id=invoice.lease_id,
+                **ref,
+            ),
+            ledger.EntrySpec(
+                account=accounts[
+                    ledger.AccountKey(
+                        AccountCode.TENANT_CREDIT, invoice.currency, invoice.tenant_id
+                    )
+                ],
+                amount_minor=-paid,
+                currency=invoice.currency,
+                lease_id=invoice.lease_id,
+            ),
+        ],
+        **ref,
+    )
 
 
 # --- draft review -------------------------------------------------------------------

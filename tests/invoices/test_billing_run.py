@@ -218,3 +218,44 @@ def test_two_concurrent_runs_of_one_landlord_keep_numbers_gapless():
     )
     assert numbers == list(range(1, 41))
     assert ledger_verify(landlord=landlord).ok
+
+
+def test_voiding_a_paid_invoice_keeps_the_money_as_tenant_credit(landlord, portfolio):
+    from ledger import services as ledger
+    from ledger.models import AccountCode
+
+    bill(landlord)
+    invoice = Invoice.objects.get(lease=portfolio[2], period_start=DEC)
+    keys = [
+        ledger.AccountKey(AccountCode.CASH_IN_TRANSIT, "EUR"),
+        ledger.AccountKey(AccountCode.RECEIVABLE, "EUR", invoice.tenant_id),
+    ]
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys=keys)
+    ref = {"document_kind": "invoice", "document_id": invoice.pk}
+    ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key="test:payment",
+        effective_at=datetime(2026, 12, 3, tzinfo=UTC),
+        description="card payment",
+        entries=[
+            ledger.EntrySpec(account=accounts[keys[0]], amount_minor=40_000, currency="EUR"),
+            ledger.EntrySpec(
+                account=accounts[keys[1]], amount_minor=-40_000, currency="EUR", **ref
+            ),
+        ],
+    )
+
+    services.invoice_void(invoice=invoice, reason="Billed the wrong unit", actor=None)
+
+    assert document_balance(landlord=landlord, document_kind="invoice", document_id=invoice.pk) in (
+        {},
+        {"EUR": 0},
+    )
+    credit = ledger.account_get_or_create(
+        landlord=landlord, code=AccountCode.TENANT_CREDIT, currency="EUR", tenant=invoice.tenant
+    )
+    from ledger.selectors import account_balance
+
+    assert account_balance(account=credit) == -40_000  # held for the tenant
+    assert trial_balance(landlord=landlord).totals == {"EUR": 0}
+    assert ledger_verify(landlord=landlord).ok
