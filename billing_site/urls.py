@@ -5,13 +5,17 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 import invoices.urls
+import payments.staff_urls
 import portal.staff_urls
 import tenants.urls
 from payments.webhooks import stripe_webhook
 
 # One staff namespace under /app/, composed here so lower apps never import higher ones.
 dashboard_patterns = (
-    tenants.urls.urlpatterns + invoices.urls.urlpatterns + portal.staff_urls.urlpatterns,
+    tenants.urls.urlpatterns
+    + invoices.urls.urlpatterns
+    + portal.staff_urls.urlpatterns
+    + payments.staff_urls.urlpatterns,
     "dashboard",
 )
 

@@ -1573,6 +1573,25 @@ def _landlord_from_account(event: StripeEvent) -> Landlord | None:
     return conn.landlord
 
 
+def _landlord_hint(event: StripeEvent) -> Landlord | None:
+    """Best effort, never raising: the connected account's landlord, else the landlord
+    named in the object's metadata if a payment of that landlord carries that id too."""
+    try:
+        if event.account:
+            conn = StripeConnection.objects.filter(account_id=event.account).first()
+            return conn.landlord if conn else None
+        obj = ((event.payload or {}).get("data") or {}).get("object") or {}
+        metadata = obj.get("metadata") or {}
+        landlord_id = _metadata_int(metadata, "landlord_id")
+        payment_id = _metadata_int(metadata, "payment_id")
+        if landlord_id and payment_id:
+            found = Payment.objects.filter(pk=payment_id, landlord_id=landlord_id).first()
+            return found.landlord if found else None
+    except Exception:  # a hint for the event log; the failure itself is already recorded
+        log.exception("Could not resolve the landlord of Stripe event %s", event.event_id)
+    return None
+
+
 def _payment_for_intent(*, pi: dict, landlord: Landlord | None) -> Payment:
     """The payment of a PaymentIntent, locked: by PI id, else by the payment id in its
     metadata (the PI was created but saving its id was lost), else created from the
@@ -2018,6 +2037,9 @@ def stripe_event_process(*, event_id: str) -> StripeEvent | None:
         except Exception as exc:
             log.exception("Stripe event %s (%s) failed", event.event_id, event.type)
             event.status = EventStatus.FAILED
+            # Keep whose event it is, so the landlord's event log shows the failure
+            # and its Reprocess button.
+            event.landlord = event.landlord or _landlord_hint(event)
             tail = "".join(traceback.format_exception(exc, limit=-3))
             event.error = f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
         else:

@@ -75,6 +75,33 @@ def theirs_billed(theirs, other_landlord):
         as_of=date(2026, 12, 31),
         started_by="test",
     )
+    # B's money pages: a manual payment and a Stripe event (payments' dashboard).
+    from django.utils import timezone
+
+    from invoices.models import Invoice
+    from payments.models import EventStatus, Method, StripeEvent
+    from payments.services import manual_payment_record
+
+    invoice = Invoice.objects.filter(landlord=other_landlord).order_by("pk").first()
+    manual_payment_record(
+        landlord=other_landlord,
+        tenant=invoice.tenant,
+        amount_minor=100,
+        currency=invoice.currency,
+        method=Method.CASH,
+        reference="B cash",
+        received_on=date(2026, 11, 1),
+        actor=None,
+    )
+    StripeEvent.objects.create(
+        landlord=other_landlord,
+        event_id="evt_brightside",
+        type="payment_intent.succeeded",
+        created=timezone.now(),
+        payload={},
+        raw_body="{}",
+        status=EventStatus.FAILED,
+    )
     return theirs
 
 

@@ -1,0 +1,96 @@
+"""Staff forms for payments: record a manual payment, reverse one."""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+
+from invoices.models import Invoice, InvoiceState
+from money.currency import is_known_currency, to_minor
+from payments.models import MANUAL_METHODS, Method
+
+# Far above any rent, far below the database's bigint.
+MAX_MINOR = 10**14
+
+
+class ManualPaymentForm(forms.Form):
+    """Cash, a cheque or a bank transfer received by staff. The amount is text (as a
+    person types it) turned into minor units exactly; `token` makes a double submit
+    record once."""
+
+    amount = forms.CharField(
+        max_length=32,
+        help_text="As received, e.g. 1200.00 or 1,200.50",
+        error_messages={"required": "Enter the amount received."},
+    )
+    currency = forms.CharField(max_length=3, help_text="ISO 4217 code, e.g. EUR, USD, GBP")
+    method = forms.ChoiceField(
+        choices=[(m.value, m.label) for m in Method if m in MANUAL_METHODS],
+    )
+    reference = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Cheque number, transfer reference or receipt number.",
+    )
+    received_on = forms.DateField(
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"invalid": "Enter a date as YYYY-MM-DD."},
+    )
+    invoice = forms.ModelChoiceField(
+        queryset=Invoice.objects.none(),
+        required=False,
+        empty_label="Oldest open invoices first",
+        help_text="Optional: the invoice this payment is for (paid first).",
+    )
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, landlord, tenant, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["invoice"].queryset = (
+            Invoice.objects.for_landlord(landlord)
+            .filter(tenant=tenant, state=InvoiceState.ISSUED)
+            .order_by("-issue_date", "-pk")
+        )
+        self.fields["invoice"].label_from_instance = lambda inv: (
+            f"{inv.number} · {inv.period_start:%b %Y} · {inv.currency}"
+        )
+        if not self.is_bound:
+            self.initial.setdefault("token", uuid.uuid4().hex)
+            self.initial.setdefault("currency", landlord.default_currency)
+
+    def clean_currency(self) -> str:
+        code = self.cleaned_data["currency"].strip().upper()
+        if not is_known_currency(code):
+            raise forms.ValidationError("Unknown currency code.")
+        return code
+
+    def clean(self):
+        data = super().clean()
+        amount, currency = data.get("amount"), data.get("currency")
+        if amount is not None and currency:
+            try:
+                minor = to_minor(amount, currency)
+            except ValueError:
+                self.add_error(
+                    "amount",
+                    f"Enter an amount like 1200.50 (no more decimals than {currency} has).",
+                )
+            else:
+                if minor <= 0:
+                    self.add_error("amount", "Enter an amount above zero.")
+                elif minor > MAX_MINOR:
+                    self.add_error("amount", "This amount is too large.")
+                else:
+                    data["amount_minor"] = minor
+        return data
+
+
+class PaymentReverseForm(forms.Form):
+    reason = forms.CharField(
+        max_length=300,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the ledger reversal and in the activity log, e.g. Cheque bounced.",
+        error_messages={"required": "Say why the payment is reversed."},
+    )

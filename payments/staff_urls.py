@@ -1,0 +1,27 @@
+"""Staff payment pages, mounted into the `dashboard` namespace by billing_site.urls."""
+
+from django.urls import path
+
+from payments import views
+
+urlpatterns = [
+    path("payments/", views.PaymentListView.as_view(), name="payment_list"),
+    path("payments/<int:pk>/", views.PaymentDetailView.as_view(), name="payment_detail"),
+    path("payments/<int:pk>/reverse/", views.PaymentReverseView.as_view(), name="payment_reverse"),
+    path(
+        "tenants/<int:pk>/record-payment/",
+        views.ManualPaymentRecordView.as_view(),
+        name="tenant_payment_record",
+    ),
+    path("stripe-events/", views.StripeEventListView.as_view(), name="stripe_event_list"),
+    path(
+        "stripe-events/<int:pk>/",
+        views.StripeEventDetailView.as_view(),
+        name="stripe_event_detail",
+    ),
+    path(
+        "stripe-events/<int:pk>/reprocess/",
+        views.StripeEventReprocessView.as_view(),
+        name="stripe_event_reprocess",
+    ),
+]

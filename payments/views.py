@@ -1,0 +1,236 @@
+"""Staff payment pages (/app/payments/, /app/stripe-events/): payments list and
+detail, manual payments recorded and reversed by staff, the Stripe webhook event log.
+
+Edges only, on the dashboard's `StaffView`: looking needs VIEW; recording, reversing
+and reprocessing need MANAGE_MONEY. Objects come through the landlord-scoped
+selectors, so another landlord's id is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.shortcuts import get_object_or_404, redirect
+
+from payments import selectors, services
+from payments.forms import ManualPaymentForm, PaymentReverseForm
+from payments.models import (
+    EventStatus,
+    Method,
+    Payment,
+    PaymentStatus,
+    Source,
+    StripeEvent,
+)
+from tenants.forms import apply_service_errors
+from tenants.models import Permission, Tenant
+from tenants.views import StaffView
+
+# Events an operator may push through the processor again.
+REPROCESSABLE = (EventStatus.FAILED, EventStatus.UNMATCHED, EventStatus.RECEIVED)
+
+
+def _with_credits(transactions) -> list:
+    """Entries get `credit_minor` (the credit as a positive amount) for Dr/Cr display."""
+    transactions = list(transactions)
+    for txn in transactions:
+        for entry in txn.entries.all():
+            entry.credit_minor = -entry.amount_minor
+    return transactions
+
+
+def _choice(params, name: str, choices) -> str:
+    value = params.get(name, "")
+    return value if value in choices.values else ""
+
+
+class PaymentListView(StaffView):
+    def get(self, request):
+        params = request.GET
+        q = params.get("q", "").strip()[:100]
+        status = _choice(params, "status", PaymentStatus)
+        method = _choice(params, "method", Method)
+        source = _choice(params, "source", Source)
+        tenant_id = params.get("tenant", "")
+        tenant_id = tenant_id if tenant_id.isdigit() and len(tenant_id) < 19 else ""
+        qs = selectors.payment_list(landlord=self.landlord, status=status or None)
+        if tenant_id:
+            qs = qs.filter(tenant_id=int(tenant_id))
+        if method:
+            qs = qs.filter(method=method)
+        if source:
+            qs = qs.filter(source=source)
+        if q:
+            match = (
+                Q(reference__icontains=q)
+                | Q(tenant__full_name__icontains=q)
+                | Q(stripe_payment_intent_id=q)
+                | Q(stripe_charge_id=q)
+            )
+            if q.isdigit() and len(q) < 19:
+                match |= Q(pk=int(q))
+            qs = qs.filter(match)
+        kept = {
+            "q": q,
+            "status": status,
+            "method": method,
+            "source": source,
+            "tenant": tenant_id,
+        }
+        return self.render(
+            "payments/dashboard/payment_list.html",
+            q=q,
+            filters=kept,
+            active=any(kept.values()),
+            query=urlencode({k: v for k, v in kept.items() if v}),
+            page=self.page(qs),
+            statuses=PaymentStatus.choices,
+            methods=Method.choices,
+            sources=Source.choices,
+        )
+
+
+class PaymentDetailView(StaffView):
+    model = Payment  # the object its <pk> names (tests/tenants/test_isolation.py)
+
+    def get(self, request, pk: int):
+        payment = selectors.payment_get(landlord=self.landlord, pk=pk)
+        return self.render(
+            "payments/dashboard/payment_detail.html",
+            object=payment,
+            transactions=_with_credits(
+                selectors.payment_transactions(landlord=self.landlord, payment=payment)
+            ),
+            reversible=payment.source == Source.MANUAL
+            and payment.posting_id is not None
+            and payment.reversal_id is None,
+        )
+
+
+class ManualPaymentRecordView(StaffView):
+    """Record cash, a cheque or a bank transfer received from a tenant."""
+
+    model = Tenant  # the object its <pk> names (tests/tenants/test_isolation.py)
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        form = ManualPaymentForm(
+            landlord=self.landlord, tenant=tenant, initial={"received_on": self.today()}
+        )
+        invoice = request.GET.get("invoice", "")
+        if invoice.isdigit() and form.fields["invoice"].queryset.filter(pk=invoice).exists():
+            form.initial["invoice"] = int(invoice)
+        return self.show(tenant, form)
+
+    def show(self, tenant, form):
+        return self.render("payments/dashboard/payment_record.html", tenant=tenant, form=form)
+
+    def post(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        form = ManualPaymentForm(request.POST, landlord=self.landlord, tenant=tenant)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                payment = services.manual_payment_record(
+                    landlord=self.landlord,
+                    tenant=tenant,
+                    amount_minor=data["amount_minor"],
+                    currency=data["currency"],
+                    method=data["method"],
+                    reference=data["reference"],
+                    received_on=data["received_on"],
+                    invoice=data["invoice"],
+                    actor=request.user,
+                    idempotency_key=f"staff-form:{data['token']}",
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Payment recorded for {tenant.full_name}.")
+                return redirect("dashboard:payment_detail", pk=payment.pk)
+        return self.show(tenant, form)
+
+
+class PaymentReverseView(StaffView):
+    """Reverse a manual payment: a confirmation page that requires a reason."""
+
+    model = Payment  # the object its <pk> names (tests/tenants/test_isolation.py)
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        payment = selectors.payment_get(landlord=self.landlord, pk=pk)
+        return self.show(payment, PaymentReverseForm())
+
+    def show(self, payment, form):
+        return self.render("payments/dashboard/payment_reverse.html", object=payment, form=form)
+
+    def post(self, request, pk: int):
+        payment = selectors.payment_get(landlord=self.landlord, pk=pk)
+        form = PaymentReverseForm(request.POST)
+        if form.is_valid():
+            try:
+                services.payment_reverse(
+                    payment=payment, reason=form.cleaned_data["reason"], actor=request.user
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Payment {payment.pk} is reversed.")
+                return redirect("dashboard:payment_detail", pk=payment.pk)
+        return self.show(payment, form)
+
+
+# --- Stripe webhook events ----------------------------------------------------------
+
+
+class StripeEventListView(StaffView):
+    """The landlord's Stripe events (never those of no or another landlord)."""
+
+    def get(self, request):
+        status = _choice(request.GET, "status", EventStatus)
+        return self.render(
+            "payments/dashboard/event_list.html",
+            status=status,
+            page=self.page(selectors.stripe_event_list(landlord=self.landlord, status=status)),
+            statuses=EventStatus.choices,
+        )
+
+
+class StripeEventDetailView(StaffView):
+    model = StripeEvent  # the object its <pk> names (tests/tenants/test_isolation.py)
+
+    def get(self, request, pk: int):
+        event = get_object_or_404(StripeEvent.objects.for_landlord(self.landlord), pk=pk)
+        return self.render(
+            "payments/dashboard/event_detail.html",
+            object=event,
+            payload=json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False),
+            reprocessable=event.status in REPROCESSABLE,
+        )
+
+
+class StripeEventReprocessView(StaffView):
+    """POST only: process one failed (or unmatched) event of the landlord again."""
+
+    model = StripeEvent  # the object its <pk> names (tests/tenants/test_isolation.py)
+    permission = Permission.MANAGE_MONEY
+    http_method_names = ["post"]
+
+    def post(self, request, pk: int):
+        event = get_object_or_404(StripeEvent.objects.for_landlord(self.landlord), pk=pk)
+        if event.status not in REPROCESSABLE:
+            messages.info(request, f"Event {event.event_id} is already {event.status}.")
+            return redirect("dashboard:stripe_event_detail", pk=event.pk)
+        result = services.stripe_event_process(event_id=event.event_id)
+        if result is not None and result.status == EventStatus.PROCESSED:
+            messages.success(request, f"Event {event.event_id} processed.")
+        elif result is not None:
+            messages.error(
+                request, f"Event {event.event_id} is {result.get_status_display().lower()}."
+            )
+        return redirect("dashboard:stripe_event_detail", pk=event.pk)
