@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 
 BENCHES = {
     "billing_run": "bench.billing_run",
+    "webhooks": "bench.webhooks",
 }
 
 
