@@ -45,12 +45,14 @@ from invoices.models import (
     Invoice,
     InvoiceSettings,
     InvoiceState,
+    MeterReading,
     Notification,
+    TaxRate,
 )
 from invoices.rules import billing_period
 from ledger.models import AccountCode, LedgerEntry, LedgerTransaction
 from ledger.selectors import document_balances
-from tenants.models import OCCUPYING_STATUSES, Landlord, Lease, Property, Tenant
+from tenants.models import OCCUPYING_STATUSES, Landlord, Lease, Property, Tenant, Unit
 
 # The `document_kind` of an invoice's ledger entries (invoices.services.DOCUMENT_KIND).
 INVOICE_DOCUMENT = "invoice"
@@ -376,28 +378,38 @@ def billing_run_progress(*, run: BillingRun) -> dict:
     }
 
 
-def due_leases(*, landlord: Landlord, period_start: date, as_of: date) -> QuerySet[Lease]:
-    """Leases a billing run of the month of `period_start` would take on by `as_of`.
+def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
+    """The leases of `qs` billed in the month `[period_start, period_end)` whose issue
+    date has come by `as_of`, invoiced or not. The one statement of the rule, used by
+    the billing run (services) and by the "Run billing now" preview.
 
-    Mirrors `invoices.services._due_leases` plus the run's exclusion of leases with a
-    recorded issue, so the "Run billing now" page announces what the run will do.
+    A lease's invoice is issued on its billing day, or on move-in if that is later
+    (rules.invoice_lines_for); both are in the landlord's local calendar.
     """
-    period_start, period_end = billing_period(month=period_start)
-    already = Invoice.objects.filter(lease=OuterRef("pk"), period_start=period_start)
-    recorded = BillingRunIssue.objects.filter(
-        run__landlord=landlord, run__period_start=period_start, lease=OuterRef("pk")
-    )
-    qs = (
-        Lease.objects.for_landlord(landlord)
-        .filter(status__in=OCCUPYING_STATUSES, start_date__lt=period_end)
-        .filter(Q(end_date__isnull=True) | Q(end_date__gt=period_start))
-        .filter(~Exists(already), ~Exists(recorded))
+    qs = qs.filter(status__in=OCCUPYING_STATUSES, start_date__lt=period_end).filter(
+        Q(end_date__isnull=True) | Q(end_date__gt=period_start)
     )
     if as_of < period_end:
         qs = qs.filter(
             billing_day__lte=as_of.day if as_of >= period_start else 0, start_date__lte=as_of
         )
     return qs
+
+
+def due_leases(*, landlord: Landlord, period_start: date, as_of: date) -> QuerySet[Lease]:
+    """Leases a billing run of the month of `period_start` would take on by `as_of`:
+    issued by then, with no invoice for the month and no issue recorded in its run."""
+    period_start, period_end = billing_period(month=period_start)
+    already = Invoice.objects.filter(lease=OuterRef("pk"), period_start=period_start)
+    recorded = BillingRunIssue.objects.filter(
+        run__landlord=landlord, run__period_start=period_start, lease=OuterRef("pk")
+    )
+    return leases_issued_by(
+        Lease.objects.for_landlord(landlord),
+        period_start=period_start,
+        period_end=period_end,
+        as_of=as_of,
+    ).filter(~Exists(already), ~Exists(recorded))
 
 
 @dataclass(frozen=True)
@@ -439,3 +451,22 @@ def draft_totals(*, landlord, run: BillingRun) -> dict:
         .order_by("currency")
     )
     return {"count": sum(r["count"] for r in rows), "by_currency": rows}
+
+
+def billing_run_invoice_count(*, landlord: Landlord, period_start: date) -> int:
+    """Invoices the landlord's run of that month has created so far (0 if none ran)."""
+    run = BillingRun.objects.filter(landlord=landlord, period_start=period_start).first()
+    return run.invoices_created if run else 0
+
+
+def tax_rates(*, landlord: Landlord) -> dict[str, int]:
+    """The landlord's tax rate per charge kind, in basis points (missing = untaxed)."""
+    return dict(TaxRate.objects.for_landlord(landlord).values_list("kind", "rate_bp"))
+
+
+def meter_reading_list(*, landlord: Landlord, unit: Unit | None = None) -> QuerySet[MeterReading]:
+    """Readings newest first; for one unit, grouped by meter."""
+    qs = MeterReading.objects.for_landlord(landlord).select_related("unit__property")
+    if unit is not None:
+        return qs.filter(unit=unit).order_by("meter", "-reading_date", "-pk")
+    return qs.order_by("-reading_date", "-pk")

@@ -19,10 +19,10 @@ from itertools import zip_longest
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from invoices import rules
+from invoices import rules, selectors
 from invoices.models import (
     BillingIssueKind,
     BillingRun,
@@ -37,11 +37,11 @@ from invoices.models import (
     Notification,
     TaxRate,
 )
+from invoices.selectors import leases_issued_by
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
 from tenants.models import (
-    OCCUPYING_STATUSES,
     Charge,
     ChargeFrequency,
     ChargeKind,
@@ -69,23 +69,6 @@ class ChunkResult:
 def invoice_settings_get(*, landlord: Landlord) -> InvoiceSettings:
     settings_row, _ = InvoiceSettings.objects.get_or_create(landlord=landlord)
     return settings_row
-
-
-def _due_leases(qs, *, period_start: date, period_end: date, as_of: date):
-    """The leases of `qs` billed in the month `[period_start, period_end)` whose issue
-    date has come by `as_of`, invoiced or not (`_without_invoice_or_issue` tells).
-
-    A lease's invoice is issued on its billing day, or on move-in if that is later
-    (rules.invoice_lines_for); both are in the landlord's local calendar.
-    """
-    qs = qs.filter(status__in=OCCUPYING_STATUSES, start_date__lt=period_end).filter(
-        Q(end_date__isnull=True) | Q(end_date__gt=period_start)
-    )
-    if as_of < period_end:
-        qs = qs.filter(
-            billing_day__lte=as_of.day if as_of >= period_start else 0, start_date__lte=as_of
-        )
-    return qs
 
 
 def _without_invoice_or_issue(
@@ -198,7 +181,7 @@ def _runs_start(
         started_by=started_by,
     )
     candidates: dict[int, list[int]] = {landlord.pk: [] for landlord in landlords}
-    due = _due_leases(
+    due = leases_issued_by(
         Lease.objects.filter(landlord_id__in=list(candidates)),
         period_start=period_start,
         period_end=period_end,
@@ -350,7 +333,7 @@ def _settled_landlords(*, landlord_ids: Sequence[int], today: date) -> set[int]:
     noted = BillingRunIssue.objects.filter(
         run__landlord=OuterRef("landlord"), run__period_start=period_start, lease=OuterRef("pk")
     )
-    due = _due_leases(
+    due = leases_issued_by(
         Lease.objects.filter(landlord_id__in=settled),
         period_start=period_start,
         period_end=period_end,
@@ -371,11 +354,6 @@ def billing_run_execute(
         billing_run_process_chunk(run_id=run.pk, lease_ids=chunk)
     run.refresh_from_db()
     return run
-
-
-def billing_run_existing_counts(*, landlord: Landlord, period_start: date) -> int:
-    run = BillingRun.objects.filter(landlord=landlord, period_start=period_start).first()
-    return run.invoices_created if run else 0
 
 
 # The run's counters change with UPDATE ... RETURNING, which refreshes them in memory
@@ -634,7 +612,7 @@ def billing_run_process_chunk(*, run_id: int, lease_ids: Sequence[int]) -> Chunk
         if one_off_ids
         else frozenset()
     )
-    tax_rates = dict(TaxRate.objects.for_landlord(landlord).values_list("kind", "rate_bp"))
+    tax_rates = selectors.tax_rates(landlord=landlord)
     bill_to = _bill_to(ids)
     settings_row = invoice_settings_get(landlord=landlord)
     meters = _meter_readings(

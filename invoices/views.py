@@ -26,8 +26,6 @@ from invoices.models import (
     BillingRun,
     BillingRunStatus,
     Invoice,
-    MeterReading,
-    TaxRate,
 )
 from ledger import selectors as ledger_selectors
 from tenants import selectors as tenant_selectors
@@ -155,7 +153,7 @@ class InvoiceSettingsView(StaffView):
 
     def get(self, request):
         row = services.invoice_settings_get(landlord=self.landlord)
-        rates = dict(TaxRate.objects.for_landlord(self.landlord).values_list("kind", "rate_bp"))
+        rates = selectors.tax_rates(landlord=self.landlord)
         return self.show(InvoiceSettingsForm(initial=InvoiceSettingsForm.initial_for(row, rates)))
 
     def show(self, form):
@@ -198,9 +196,7 @@ class MeterReadingIndexView(StaffView):
             "invoices/dashboard/meter_reading_index.html",
             q=q,
             units=self.page(units) if units is not None else None,
-            recent=MeterReading.objects.for_landlord(self.landlord)
-            .select_related("unit__property")
-            .order_by("-reading_date", "-pk")[:20],
+            recent=selectors.meter_reading_list(landlord=self.landlord)[:20],
         )
 
 
@@ -214,11 +210,7 @@ class UnitMeterReadingsView(StaffView):
         return self.show(self.get_scoped(Unit, pk), MeterReadingForm())
 
     def show(self, unit, form):
-        readings = (
-            MeterReading.objects.for_landlord(self.landlord)
-            .filter(unit=unit)
-            .order_by("meter", "-reading_date")
-        )
+        readings = selectors.meter_reading_list(landlord=self.landlord, unit=unit)
         return self.render(
             "invoices/dashboard/meter_readings.html",
             object=unit,

@@ -1384,10 +1384,9 @@ def tenant_credit_apply(
     """Apply the tenant's credit (overpayments) to their open issued invoices, oldest
     due first: debit tenant_credit, credit the receivable naming each invoice.
 
-    Payments, refunds and disputes apply credit themselves after they post; the
-    billing run must call this (through `payments.tasks.tenant_credits_apply`, on
-    commit) after issuing, so credit pays the next invoice. Idempotent: keyed by the
-    credit account's last entry, under the tenant lock."""
+    Payments, refunds and disputes apply credit themselves after they post; credit
+    that waits for invoices issued later is applied by `tenant_credits_apply_due`
+    (beat). Idempotent: keyed by the credit account's last entry, under the tenant lock."""
     if tenant.landlord_id != landlord.pk:
         raise ValidationError("This tenant does not belong to this landlord.")
     _lock_tenant(tenant.pk)

@@ -25,17 +25,5 @@ def stripe_events_recover() -> int:
 
 
 @shared_task
-def tenant_credits_apply(*, landlord_id: int, tenant_ids: list[int]) -> int:
-    """For the billing run (on commit, after issuing): apply each tenant's credit."""
-    from tenants.models import Landlord, Tenant
-
-    landlord = Landlord.objects.get(pk=landlord_id)
-    applied = 0
-    for tenant in Tenant.objects.for_landlord(landlord).filter(pk__in=tenant_ids).order_by("pk"):
-        applied += len(services.tenant_credit_apply(landlord=landlord, tenant=tenant))
-    return applied
-
-
-@shared_task
 def tenant_credits_apply_due() -> int:
     return services.tenant_credits_apply_due(now=timezone.now())

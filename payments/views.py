@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 
 from payments import selectors, services
 from payments.forms import ManualPaymentForm, PaymentReverseForm
@@ -205,7 +205,7 @@ class StripeEventDetailView(StaffView):
     model = StripeEvent  # the object its <pk> names (tests/tenants/test_isolation.py)
 
     def get(self, request, pk: int):
-        event = get_object_or_404(StripeEvent.objects.for_landlord(self.landlord), pk=pk)
+        event = self.get_scoped(StripeEvent, pk)
         return self.render(
             "payments/dashboard/event_detail.html",
             object=event,
@@ -222,7 +222,7 @@ class StripeEventReprocessView(StaffView):
     http_method_names = ["post"]
 
     def post(self, request, pk: int):
-        event = get_object_or_404(StripeEvent.objects.for_landlord(self.landlord), pk=pk)
+        event = self.get_scoped(StripeEvent, pk)
         if event.status not in REPROCESSABLE:
             messages.info(request, f"Event {event.event_id} is already {event.status}.")
             return redirect("dashboard:stripe_event_detail", pk=event.pk)

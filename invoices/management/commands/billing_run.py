@@ -5,7 +5,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
-from invoices import services
+from invoices import selectors, services
 from tenants.models import Landlord
 
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             raise CommandError(f"No landlord with slug {landlord!r}")
         period_start = _month(period)
         as_of_date = date.fromisoformat(as_of) if as_of else date(9999, 12, 31)
-        before = services.billing_run_existing_counts(landlord=found, period_start=period_start)
+        before = selectors.billing_run_invoice_count(landlord=found, period_start=period_start)
         run = services.billing_run_execute(
             landlord=found, period_start=period_start, as_of=as_of_date, started_by="command"
         )
