@@ -80,6 +80,11 @@ class InvoiceState(models.TextChoices):
     VOID = "void", _("Void")
 
 
+class InvoiceKind(models.TextChoices):
+    RENT = "rent", _("Rent")
+    LATE_FEE = "late_fee", _("Late fee")
+
+
 class Invoice(LandlordOwned):
     lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="invoices")
     tenant = models.ForeignKey(
@@ -94,6 +99,12 @@ class Invoice(LandlordOwned):
         blank=True,
         on_delete=models.PROTECT,
         related_name="invoices",
+    )
+    kind = models.CharField(max_length=8, choices=InvoiceKind.choices, default=InvoiceKind.RENT)
+    # A late-fee invoice names the rent invoice it charges for; issued invoices are
+    # never edited, so a fee is its own document with its own number and posting.
+    adjusts = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="adjustments"
     )
     period_start = models.DateField()
     period_end = models.DateField()
@@ -114,7 +125,14 @@ class Invoice(LandlordOwned):
         constraints = [
             # The exactly-once key of the billing run: one invoice per lease and period.
             models.UniqueConstraint(
-                fields=["lease", "period_start"], name="invoice_one_per_lease_period"
+                fields=["lease", "period_start"],
+                condition=Q(kind="rent"),
+                name="invoice_one_per_lease_period",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="rent", adjusts__isnull=True)
+                | Q(kind="late_fee", adjusts__isnull=False),
+                name="invoice_fee_adjusts_rent",
             ),
             models.UniqueConstraint(fields=["landlord", "number"], name="invoice_unique_number"),
             models.CheckConstraint(

@@ -80,11 +80,11 @@ def account_kind_for(code: str) -> str | None:
 
 def income_account_code(charge_kind: str) -> str:
     """The income account for a `tenants.ChargeKind`: rent → "rent_income", parking → "income:parking"."""
-    return (
-        AccountCode.RENT_INCOME
-        if charge_kind == "rent"
-        else f"{AccountCode.INCOME_PREFIX}{charge_kind}"
-    )
+    if charge_kind == "rent":
+        return AccountCode.RENT_INCOME
+    if charge_kind == "late_fee":
+        return AccountCode.LATE_FEE_INCOME
+    return f"{AccountCode.INCOME_PREFIX}{charge_kind}"
 
 
 DOCUMENT_REF_CONSISTENT = Q(document_kind="", document_id__isnull=True) | (

@@ -13,7 +13,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
 from money.currency import from_minor, is_known_currency, to_minor
-from tenants.models import Charge, Landlord, Lease, Property, Role, Tenant, Unit
+from tenants.models import Charge, ChargeKind, Landlord, Lease, Property, Role, Tenant, Unit
 
 TIMEZONE_CHOICES = sorted((tz, tz) for tz in zoneinfo.available_timezones() if "/" in tz)
 DATE_INPUT = forms.DateInput(attrs={"type": "date"})
@@ -166,7 +166,7 @@ class UnitForm(forms.ModelForm):
 class TenantForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["full_name", "email", "phone", "language"]
+        fields = ["full_name", "email", "phone", "language", "timezone"]
 
 
 class LeaseForm(forms.ModelForm):
@@ -266,6 +266,9 @@ class ChargeForm(forms.ModelForm):
     def __init__(self, *args, lease: Lease, **kwargs):
         super().__init__(*args, **kwargs)
         self.lease = lease
+        self.fields["kind"].choices = [
+            choice for choice in self.fields["kind"].choices if choice[0] != ChargeKind.LATE_FEE
+        ]
         if self.instance.pk:
             self.fields["amount"].initial = from_minor(
                 self.instance.amount_minor, self.instance.currency

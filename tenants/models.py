@@ -237,6 +237,12 @@ class Tenant(LandlordOwned):
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
     language = models.CharField(max_length=8, choices=settings.LANGUAGES, default="en")
+    timezone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_timezone],
+        help_text=_("Where the tenant reads their messages; blank means the landlord's."),
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -257,6 +263,10 @@ class Tenant(LandlordOwned):
 
     def __str__(self) -> str:
         return self.full_name
+
+    def tz_for(self, landlord: Landlord) -> zoneinfo.ZoneInfo:
+        """The tenant's time zone: reminders go out on their local day and hours."""
+        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else landlord.tz
 
 
 class DateRange(Func):
@@ -348,6 +358,8 @@ class ChargeKind(models.TextChoices):
     STORAGE = "storage", _("Storage")
     UTILITY = "utility", _("Utility")
     OTHER = "other", _("Other")
+    # Only dunning bills this kind (on a late-fee invoice); leases cannot carry it.
+    LATE_FEE = "late_fee", _("Late fee")
 
 
 class ChargeFrequency(models.TextChoices):
@@ -372,6 +384,7 @@ class Charge(LandlordOwned):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="charge_amount_positive"),
+            models.CheckConstraint(condition=~Q(kind="late_fee"), name="charge_not_late_fee"),
             models.CheckConstraint(
                 condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")),
                 name="charge_end_after_start",
