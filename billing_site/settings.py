@@ -4,6 +4,7 @@ environment or the `.env` file that `deploy/services.py` writes."""
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -121,7 +122,15 @@ STORAGES = {
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default=str(BASE_DIR / ".data" / "mail"))
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Rentledger <billing@rentledger.local>")
-SMS_BACKEND = env("SMS_BACKEND", default="dunning.sms.ConsoleSmsBackend")
+# dunning.sms.ConsoleSmsBackend (log), .FileSmsBackend (JSON lines in SMS_FILE_PATH)
+# or .TwilioSmsBackend (the TWILIO_* settings below).
+SMS_BACKEND = env("SMS_BACKEND", default="dunning.sms.FileSmsBackend")
+SMS_FILE_PATH = env("SMS_FILE_PATH", default=str(BASE_DIR / ".data" / "sms" / "outbox.jsonl"))
+TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", default="")
+TWILIO_FROM_NUMBER = env("TWILIO_FROM_NUMBER", default="")
+TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID", default="")
+TWILIO_API_BASE = env("TWILIO_API_BASE", default="")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
@@ -182,6 +191,9 @@ CELERY_BEAT_SCHEDULE = {
     # delivery that never arrived.
     "stripe-events-sweep": {"task": "payments.tasks.stripe_events_sweep", "schedule": 5 * 60},
     "stripe-events-recover": {"task": "payments.tasks.stripe_events_recover", "schedule": 60 * 60},
+    # Dunning: every hour on the hour, so any sending window of an hour or more (in
+    # any time zone) contains a tick; each step is claimed once (dunning.services).
+    "dunning-tick": {"task": "dunning.tasks.dunning_tick", "schedule": crontab(minute=0)},
     # Credit (overpayments) pays invoices issued after it arrived.
     "tenant-credits-apply": {
         "task": "payments.tasks.tenant_credits_apply_due",

@@ -41,6 +41,7 @@ from invoices.selectors import leases_issued_by
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
+from money import rounding as money_rounding
 from tenants.models import (
     Charge,
     ChargeFrequency,
@@ -1025,6 +1026,111 @@ def _paid_to_credit(*, invoice: Invoice, when: datetime) -> None:
         ],
         **ref,
     )
+
+
+# --- late fees ----------------------------------------------------------------------
+
+
+def late_fee_invoice_issue(
+    *,
+    invoice: Invoice,
+    amount_minor: int,
+    description: str,
+    issue_date: date,
+    idempotency_key: str,
+    actor=None,
+) -> Invoice:
+    """Issue a late-fee invoice for an overdue rent invoice (dunning calls this).
+
+    The rent invoice is never edited: the fee is a document of its own, numbered in
+    the landlord's series, due at once, posted receivable → late-fee income (plus tax
+    if the landlord taxes late fees) in the caller's transaction. `idempotency_key`
+    (e.g. the dunning step's) keys the ledger posting, so a repeated call is refused
+    by the ledger rather than billing twice; the caller holds the exactly-once claim.
+    """
+    if amount_minor <= 0:
+        raise ValidationError({"amount_minor": "A late fee must be more than zero."})
+    if invoice.kind != "rent" or invoice.state != InvoiceState.ISSUED:
+        raise ValidationError({"invoice": "Late fees apply to issued rent invoices only."})
+    landlord = invoice.landlord
+    rate = selectors.tax_rates(landlord=landlord).get(ChargeKind.LATE_FEE, 0)
+    tax_minor = money_rounding.tax(amount_minor, rate)
+    settings_row = invoice_settings_get(landlord=landlord)
+    (number,) = _allocate_numbers(
+        landlord=landlord, series=settings_row.number_prefix, year=issue_date.year, count=1
+    )
+    fee = Invoice.objects.create(
+        landlord=landlord,
+        lease_id=invoice.lease_id,
+        tenant_id=invoice.tenant_id,
+        kind="late_fee",
+        adjusts=invoice,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        issue_date=issue_date,
+        due_date=issue_date,
+        currency=invoice.currency,
+        number=number,
+        state=InvoiceState.ISSUED,
+        subtotal_minor=amount_minor,
+        tax_minor=tax_minor,
+        total_minor=amount_minor + tax_minor,
+        bill_to_name=invoice.bill_to_name,
+    )
+    InvoiceLine.objects.create(
+        invoice=fee,
+        position=1,
+        kind=ChargeKind.LATE_FEE,
+        description=description[:300],
+        quantity=1,
+        unit_amount_minor=amount_minor,
+        amount_minor=amount_minor,
+        tax_rate_bp=rate,
+        tax_minor=tax_minor,
+    )
+    line = rules.LineDraft(
+        charge_id=None,
+        kind=ChargeKind.LATE_FEE,
+        description=description,
+        quantity=1,
+        unit_amount_minor=amount_minor,
+        amount_minor=amount_minor,
+        tax_rate_bp=rate,
+        tax_minor=tax_minor,
+        service_start=invoice.period_start,
+        service_end=invoice.period_end,
+    )
+    plan = _posting_plan(
+        currency=fee.currency, tenant_id=fee.tenant_id, total_minor=fee.total_minor, lines=[line]
+    )
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys={k for k, _a in plan})
+    ref = {"document_kind": DOCUMENT_KIND, "document_id": fee.pk}
+    ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key=idempotency_key,
+        effective_at=_local_midnight(landlord, issue_date),
+        description=f"Late fee {number} for {invoice.number}",
+        entries=[
+            ledger.EntrySpec(
+                account=accounts[key],
+                amount_minor=amount,
+                currency=fee.currency,
+                tenant_id=fee.tenant_id,
+                lease_id=fee.lease_id,
+                **ref,
+            )
+            for key, amount in plan
+        ],
+        **ref,
+    )
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="invoice.late_fee",
+        obj=fee,
+        summary=f"Late fee {number} for {invoice.number}",
+    )
+    return fee
 
 
 # --- draft review -------------------------------------------------------------------

@@ -227,7 +227,7 @@ def test_retry_due_works_through_more_than_one_batch(landlord, theirs, monkeypat
 
 
 def test_sms_without_a_backend_fails_with_a_clear_error(queued, settings, mailoutbox):
-    settings.SMS_BACKEND = "dunning.sms.ConsoleSmsBackend"  # not written yet
+    settings.SMS_BACKEND = "dunning.sms.NoSuchBackend"
     Notification.objects.filter(pk=queued.pk).update(channel=Channel.SMS, to_address="+4915100000")
 
     assert notifications_send(notification_ids=[queued.pk], now=NOW) == 0
@@ -235,7 +235,7 @@ def test_sms_without_a_backend_fails_with_a_clear_error(queued, settings, mailou
     row = refresh(queued)
     assert row.status == NotificationStatus.FAILED
     assert row.last_error.startswith("SMS not configured")
-    assert "dunning.sms.ConsoleSmsBackend" in row.last_error
+    assert "dunning.sms.NoSuchBackend" in row.last_error
     assert mailoutbox == []
 
 
