@@ -274,3 +274,125 @@ def seed_billing(*, now) -> list[str]:
             f"{run.invoices_created} invoices"
         )
     return lines
+
+
+# --- dunning stages -------------------------------------------------------------------
+
+# Tenants (by their position among a landlord's leases, oldest first) whose earlier
+# rent the demo leaves unpaid, so the arrears page and timelines have something to show.
+DUNNING_STORIES = {
+    3: "unpaid for two months: notices, late fees, final notice, escalated",
+    7: "unpaid last month: overdue notices and a late fee",
+    11: "paid last month on day 6, after the first notices and the late fee",
+    15: "on a payment plan: dunning paused",
+    19: "paid part of last month",
+}
+
+
+def _months_back(first: date, n: int) -> date:
+    year, month = first.year, first.month - n
+    while month < 1:
+        year, month = year - 1, month + 12
+    return date(year, month, 1)
+
+
+def seed_dunning_history(*, now) -> list[str]:
+    """Bill this month and the two before, pay most of what is due, and replay the
+    dunning engine day by day up to `now`, so tenants stand at different dunning stages with real step
+    records, notices and late fees. Idempotent: runs, payment keys and step claims
+    are unique, so a second call adds nothing."""
+    from datetime import UTC, datetime, time, timedelta
+
+    from dunning.models import DunningStep
+    from dunning.services import dunning_tick, tenant_pause
+    from invoices.models import Invoice, InvoiceKind, InvoiceState
+    from invoices.selectors import invoice_balances
+    from invoices.services import billing_run_execute
+    from payments.services import manual_payment_record
+
+    lines = []
+    late_payments: list[tuple[date, dict]] = []
+    earliest: date | None = None
+    for landlord in Landlord.objects.filter(slug__in=DEMO_SLUGS).order_by("pk"):
+        today = now.astimezone(landlord.tz).date()
+        this_month = today.replace(day=1)
+        leases = list(
+            Lease.objects.for_landlord(landlord)
+            .filter(status=LeaseStatus.ACTIVE)
+            .order_by("start_date", "pk")
+        )
+        story_tenants = {
+            n: lease.tenants.first() for n, lease in enumerate(leases) if n in DUNNING_STORIES
+        }
+        for back in (2, 1, 0):
+            period = _months_back(this_month, back)
+            billing_run_execute(
+                landlord=landlord,
+                period_start=period,
+                as_of=today if back == 0 else period,
+                started_by="demo",
+            )
+            invoices = list(
+                Invoice.objects.for_landlord(landlord)
+                .filter(period_start=period, kind=InvoiceKind.RENT, state=InvoiceState.ISSUED)
+                .select_related("tenant")
+            )
+            balances = invoice_balances(landlord=landlord, invoices=invoices)
+            for invoice in invoices:
+                earliest = min(earliest or invoice.due_date, invoice.due_date)
+                story = next(
+                    (n for n, t in story_tenants.items() if t and t.pk == invoice.tenant_id), None
+                )
+                due = balances[invoice.pk]
+                payment = {
+                    "landlord": landlord,
+                    "tenant": invoice.tenant,
+                    "currency": invoice.currency,
+                    "method": "bank_transfer",
+                    "reference": invoice.number,
+                    "actor": None,
+                    "invoice": invoice,
+                    "idempotency_key": f"demo:{invoice.pk}",
+                }
+                if story in (3, 15) or (story == 7 and back == 1):
+                    continue  # left unpaid
+                if back == 0 and invoice.due_date > today:
+                    continue  # not due yet: reminders are still ahead
+                if story == 11 and back == 1:
+                    paid_on = invoice.due_date + timedelta(days=6)
+                    if due > 0:
+                        late_payments.append((paid_on, {**payment, "amount_minor": due}))
+                    continue
+                if story == 19 and back == 1:
+                    due //= 2
+                if due > 0:
+                    manual_payment_record(
+                        **payment,
+                        amount_minor=due,
+                        received_on=invoice.due_date - timedelta(days=1),
+                    )
+        if story_tenants.get(15) is not None:
+            tenant_pause(
+                landlord=landlord,
+                tenant=story_tenants[15],
+                reason="Payment plan agreed: 3 instalments",
+            )
+        for n, text in DUNNING_STORIES.items():
+            if story_tenants.get(n) is not None:
+                lines.append(f"{landlord.name}: {story_tenants[n].full_name} {text}")
+    if earliest is None or DunningStep.objects.filter(landlord__slug__in=DEMO_SLUGS).exists():
+        return lines  # replayed before: from here on the hourly beat runs dunning
+    # One tick a day at 15:00 UTC: inside the default sending window in Berlin (16:00)
+    # and New York (10:00 or 11:00).
+    day = earliest - timedelta(days=4)
+    end = now.astimezone(UTC)
+    while True:
+        tick = datetime.combine(day, time(15, 0), tzinfo=UTC)
+        if tick > end:
+            break
+        for paid_on, payment in late_payments:
+            if paid_on == day:
+                manual_payment_record(**payment, received_on=paid_on)
+        dunning_tick(now=tick)
+        day += timedelta(days=1)
+    return lines

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from demo.portfolio import DEMO_PASSWORD, seed_billing, seed_demo
+from demo.portfolio import DEMO_PASSWORD, seed_billing, seed_demo, seed_dunning_history
 
 
 class Command(BaseCommand):
@@ -20,7 +20,10 @@ class Command(BaseCommand):
     def handle(self, *args, no_billing=False, **options):
         logins = seed_demo()
         if not no_billing:
-            for line in seed_billing(now=timezone.now()):
+            now = timezone.now()
+            for line in seed_dunning_history(now=now):
+                self.stdout.write(line)
+            for line in seed_billing(now=now):
                 self.stdout.write(line)
         run_dir = Path(settings.BASE_DIR) / ".data" / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
