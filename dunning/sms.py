@@ -18,18 +18,20 @@ log = logging.getLogger(__name__)
 class ConsoleSmsBackend:
     """Writes each message to the log: the default for development and the demo."""
 
-    def send(self, *, to: str, body: str) -> None:
-        log.info("SMS to %s: %s", to, body)
+    def send(self, *, to: str, body: str, reference: str = "") -> None:
+        log.info("SMS %s to %s: %s", reference, to, body)
 
 
 class FileSmsBackend:
     """Appends each message as one JSON line to `settings.SMS_FILE_PATH`, so tests and
     the demo can read what would have been texted."""
 
-    def send(self, *, to: str, body: str) -> None:
+    def send(self, *, to: str, body: str, reference: str = "") -> None:
         path = Path(getattr(settings, "SMS_FILE_PATH", "") or "sms-outbox.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"to": to, "body": body, "at": datetime.now(UTC).isoformat()})
+        line = json.dumps(
+            {"to": to, "body": body, "reference": reference, "at": datetime.now(UTC).isoformat()}
+        )
         with path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
@@ -39,7 +41,7 @@ class TwilioSmsBackend:
 
     Settings: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM_NUMBER (or a
     TWILIO_MESSAGING_SERVICE_SID). TWILIO_API_BASE points it at a Twilio-compatible
-    server (a test double)."""
+    server (a test double). Delivery reports come back to `dunning.webhooks`."""
 
     def __init__(self) -> None:
         from twilio.rest import Client
@@ -59,8 +61,13 @@ class TwilioSmsBackend:
                 "TwilioSmsBackend needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
             )
 
-    def send(self, *, to: str, body: str) -> None:
+    def send(self, *, to: str, body: str, reference: str = "") -> None:
         kwargs = {"to": to, "body": body}
+        if reference:
+            # Twilio reports delivery (or failure) to this URL; dunning.webhooks marks
+            # the outbox row bounced so the fallback channel takes over.
+            site = settings.SITE_URL.rstrip("/")
+            kwargs["status_callback"] = f"{site}/hooks/sms/twilio/{reference}/"
         if self.service:
             kwargs["messaging_service_sid"] = self.service
         else:

@@ -66,10 +66,11 @@ class Undeliverable(Exception):
 
 
 class SmsBackend(Protocol):
-    """What `settings.SMS_BACKEND` names (dunning provides one): a class whose
-    instances send one text message and raise on failure."""
+    """What `settings.SMS_BACKEND` names (dunning provides them): a class whose
+    instances send one text message and raise on failure. `reference` is the outbox
+    row's id, for delivery reports (a status callback) to find the row again."""
 
-    def send(self, *, to: str, body: str) -> None: ...
+    def send(self, *, to: str, body: str, reference: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def _send_sms(notification: Notification, message: RenderedMessage) -> None:
     except ImportError as exc:
         raise Undeliverable(f"SMS not configured: cannot import SMS_BACKEND {path!r}") from exc
     backend: SmsBackend = backend_class()
-    backend.send(to=to, body=message.sms or message.text)
+    backend.send(to=to, body=message.sms or message.text, reference=str(notification.pk))
 
 
 def _render_template(name: str, ext: str, lang: str, context: dict) -> str:

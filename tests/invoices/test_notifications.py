@@ -33,7 +33,7 @@ class RefusingEmailBackend(BaseEmailBackend):
 class RecordingSmsBackend:
     sent: list[tuple[str, str]] = []
 
-    def send(self, *, to: str, body: str) -> None:
+    def send(self, *, to: str, body: str, reference: str = "") -> None:
         self.sent.append((to, body))
 
 
