@@ -303,7 +303,7 @@ def seed_dunning_history(*, now) -> list[str]:
     are unique, so a second call adds nothing."""
     from datetime import UTC, datetime, time, timedelta
 
-    from dunning.models import DunningStep
+    from dunning.models import DunningStep, TenantDunning
     from dunning.services import dunning_tick, tenant_pause
     from invoices.models import Invoice, InvoiceKind, InvoiceState
     from invoices.selectors import invoice_balances
@@ -371,7 +371,8 @@ def seed_dunning_history(*, now) -> list[str]:
                         amount_minor=due,
                         received_on=invoice.due_date - timedelta(days=1),
                     )
-        if story_tenants.get(15) is not None:
+        paused = TenantDunning.objects.filter(tenant=story_tenants.get(15), paused=True)
+        if story_tenants.get(15) is not None and not paused.exists():
             tenant_pause(
                 landlord=landlord,
                 tenant=story_tenants[15],

@@ -31,6 +31,7 @@ KIND_LABELS: Mapping[str, str] = {
     "storage": "Storage",
     "utility": "Utility",
     "other": "Other",
+    "late_fee": "Late fee",
 }
 _KIND_ORDER = {kind: rank for rank, kind in enumerate(KIND_LABELS)}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
