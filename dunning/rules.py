@@ -140,6 +140,9 @@ def validate(rules: PolicyRules) -> dict[str, list[str]]:
             add("fee_flat_minor", "The fee is above the legal maximum set for late fees.")
     if rules.fee_kind == "percent" and not 0 < rules.fee_percent_bp <= 10_000:
         add("fee_percent_bp", "Enter a percentage above 0 and at most 100.")
+    elif not 0 <= rules.fee_percent_bp <= 10_000:
+        # Stored whatever the fee kind; the database refuses it (at most 100 %).
+        add("fee_percent_bp", "A percentage is between 0 and 100.")
     if rules.fee_kind == "tiered":
         if not rules.fee_tiers:
             add("fee_tiers", "Enter at least one tier.")
@@ -151,6 +154,10 @@ def validate(rules: PolicyRules) -> dict[str, list[str]]:
                 add("fee_tiers", "Tier amounts must not be negative.")
             elif cap and fee > cap:
                 add("fee_tiers", "A tier's fee is above the legal maximum set for late fees.")
+        fees = [fee for _t, fee in rules.fee_tiers]
+        if fees != sorted(fees):
+            # Otherwise owing more could cost a smaller fee.
+            add("fee_tiers", "A higher tier's fee cannot be lower than the one before it.")
     if rules.daily_fee_minor:
         if rules.fee_kind == "none":
             add("daily_fee_minor", "A daily fee starts after the late-fee step: add one.")

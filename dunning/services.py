@@ -90,6 +90,10 @@ OPEN_DISPUTES = (
     DisputeStatus.WARNING_UNDER_REVIEW,
 )
 PAYMENT_ACTIONS = ("autopay", "retry")
+# Declines Stripe advises presenting to the payer as a generic decline.
+DISCREET_DECLINE_CODES = frozenset(
+    {"fraudulent", "lost_card", "merchant_blacklist", "pickup_card", "stolen_card"}
+)
 NOTICE_KINDS = set(messages.KINDS)
 
 
@@ -196,6 +200,8 @@ def policy_save(
     errors = rules.validate(data)
     if not name:
         errors.setdefault("name", []).append("Give the policy a name.")
+    elif len(name) > DunningPolicy._meta.get_field("name").max_length:
+        errors.setdefault("name", []).append("At most 100 characters.")
     elif (
         DunningPolicy.objects.for_landlord(landlord)
         .filter(name=name)
@@ -499,29 +505,31 @@ def _plan(invoice: Invoice, batch: _Batch, now: datetime) -> list[Planned]:
         return []
     today = local.date()
     taken = batch.steps.get(invoice.pk, {})
-    due = [
+    # Superseding looks at every step whose day has come, taken or not: a tick that
+    # sees the newest notice already taken (by a concurrent tick, or one that died
+    # half-way) must not send an older one as if it were the latest.
+    came = [
         s
         for s in policy.steps
         if invoice.issue_date <= rules.step_day(invoice.due_date, s.offset_days) <= today
-        and s.key not in taken
     ]
-    act, old = rules.superseded(due)
-    planned = [
-        Planned(s.key, s.action, rules.step_day(invoice.due_date, s.offset_days), s.channels)
-        for s in act
-    ]
+    act, old = rules.superseded(came)
+    # Payment attempts first: a charge that succeeds makes the day's notices moot
+    # (no "overdue" message at the minute the retry pays the rent).
+    planned = _payment_plan(invoice, policy, taken, batch.autopay, today, now)
     planned += [
         Planned(
             s.key,
             s.action,
             rules.step_day(invoice.due_date, s.offset_days),
             s.channels,
-            superseded=True,
+            superseded=is_old,
         )
-        for s in old
+        for steps, is_old in ((act, False), (old, True))
+        for s in steps
+        if s.key not in taken
     ]
     planned += _daily_fee_plan(invoice, policy, taken, today)
-    planned += _payment_plan(invoice, policy, taken, batch.autopay, today, now)
     return planned
 
 
@@ -678,7 +686,9 @@ def _notice(invoice: Invoice, step: DunningStep, *, balance: int, now: datetime)
 
 
 def _fees_charged(invoice: Invoice, *, daily_only: bool = False) -> int:
-    qs = Invoice.objects.filter(adjusts=invoice, state=InvoiceState.ISSUED)
+    qs = Invoice.objects.filter(
+        adjusts=invoice, kind=InvoiceKind.LATE_FEE, state=InvoiceState.ISSUED
+    )
     if daily_only:
         qs = qs.filter(
             pk__in=DunningStep.objects.filter(invoice=invoice, action="daily_fee").values(
@@ -720,7 +730,6 @@ def _late_fee(invoice: Invoice, step: DunningStep, *, balance: int, now: datetim
         amount_minor=fee,
         description=label,
         issue_date=step.scheduled_on,
-        idempotency_key=f"dunning:{step.pk}:fee",
     )
     step.fee_invoice = fee_invoice
     lang = document_language(invoice.tenant.language)
@@ -810,8 +819,16 @@ def _payment_context(invoice: Invoice, step: DunningStep, lang: str) -> dict[str
     payment = attempt.payment if attempt else None
     reason = ""
     if payment is not None:
-        reason = payment.failure_message or (payment.decline_code or payment.failure_code)
-        reason = reason.replace("_", " ")
+        # The code says why ("insufficient funds"); Stripe's message is mostly the
+        # generic "Your card was declined." Codes that hint at fraud are not spelled
+        # out to the payer (Stripe's advice), they read as a plain decline.
+        code = payment.decline_code or payment.failure_code
+        if code in DISCREET_DECLINE_CODES:
+            reason = "declined by the bank"
+        elif code and code != "card_declined":
+            reason = code.replace("_", " ")
+        else:
+            reason = (payment.failure_message or "").strip().rstrip(".")
     policy = _policy_for(invoice)
     n = step.attempt or 1
     retry = ""
@@ -901,12 +918,14 @@ def _attempt(invoice_id: int, planned: Planned, *, now: datetime) -> str:
     with transaction.atomic():
         invoice = _lock(invoice_id)
         if planned.reclaim:
+            # The fence: only one tick moves a stuck claim forward. Read under the
+            # invoice lock, so a tick that waited for another's takeover sees it
+            # fresh (not stuck) and backs off; comparing `updated_at` with the value
+            # just read here would let every waiting tick through.
             step = DunningStep.objects.get(invoice=invoice, key=planned.key)
-            # The fence: only one tick moves a stuck claim forward.
-            if not DunningStep.objects.filter(
-                pk=step.pk, status=StepStatus.PENDING, updated_at=step.updated_at
-            ).update(updated_at=now):
+            if step.status != StepStatus.PENDING or step.updated_at >= now - STUCK_AFTER:
                 return "taken"
+            DunningStep.objects.filter(pk=step.pk).update(updated_at=now)
             if step.created_at < now - GIVE_UP_AFTER:
                 _finish(
                     step,
@@ -1005,6 +1024,8 @@ def _work_invoice(invoice: Invoice, batch: _Batch, *, now: datetime, counts: Cou
                 log.exception("Dunning step %s on invoice %s failed", step.key, invoice.pk)
                 outcome = "error"
             counts[outcome] += 1
+            if step.is_payment and outcome in ("succeeded", "processing"):
+                return  # paid (or being paid): the remaining steps are moot
         if not attempted:
             return
         batch.steps[invoice.pk] = {
@@ -1038,11 +1059,18 @@ def _fallbacks(*, now: datetime, landlord: Landlord | None = None) -> Counter:
     )
     for step in DunningStep.objects.filter(
         pk__in=step_ids, channels=Channels.EMAIL_THEN_SMS, status=StepStatus.DONE
-    ):
+    ).select_related("invoice__landlord", "invoice__tenant"):
         if f"dunning:{step.pk}:sms" in already:
+            continue
+        # The SMS keeps to the sending window like every other message: a bounce
+        # reported at night is followed up in the morning.
+        if not rules.in_window(_policy_for(step.invoice), _local_now(step.invoice, now).time()):
             continue
         with transaction.atomic():
             invoice = _lock(step.invoice_id)
+            # Another tick may have sent it since `already` was read.
+            if Notification.objects.filter(dedupe_key=f"dunning:{step.pk}:sms").exists():
+                continue
             balance = invoice_balances(landlord=invoice.landlord, invoices=[invoice])[invoice.pk]
             if _stop_reason(invoice, balance=balance):
                 continue

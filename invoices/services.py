@@ -1037,16 +1037,15 @@ def late_fee_invoice_issue(
     amount_minor: int,
     description: str,
     issue_date: date,
-    idempotency_key: str,
     actor=None,
 ) -> Invoice:
     """Issue a late-fee invoice for an overdue rent invoice (dunning calls this).
 
     The rent invoice is never edited: the fee is a document of its own, numbered in
     the landlord's series, due at once, posted receivable → late-fee income (plus tax
-    if the landlord taxes late fees) in the caller's transaction. `idempotency_key`
-    (e.g. the dunning step's) keys the ledger posting, so a repeated call is refused
-    by the ledger rather than billing twice; the caller holds the exactly-once claim.
+    if the landlord taxes late fees) in the caller's transaction under the key every
+    invoice's posting has (`invoice:<id>:issue`), so voiding treats it alike. The
+    caller holds the exactly-once claim (dunning's unique step row).
     """
     if amount_minor <= 0:
         raise ValidationError({"amount_minor": "A late fee must be more than zero."})
@@ -1107,7 +1106,7 @@ def late_fee_invoice_issue(
     ref = {"document_kind": DOCUMENT_KIND, "document_id": fee.pk}
     ledger.transaction_post(
         landlord=landlord,
-        idempotency_key=idempotency_key,
+        idempotency_key=f"invoice:{fee.pk}:issue",
         effective_at=_local_midnight(landlord, issue_date),
         description=f"Late fee {number} for {invoice.number}",
         entries=[

@@ -94,3 +94,15 @@ class PaymentReverseForm(forms.Form):
         help_text="Kept with the ledger reversal and in the activity log, e.g. Cheque bounced.",
         error_messages={"required": "Say why the payment is reversed."},
     )
+
+
+class PaymentSettingsForm(forms.Form):
+    allow_partial = forms.BooleanField(
+        label="Allow partial payments",
+        required=False,
+        help_text=(
+            "Tenants may pay less than the open amount in the portal (the rest stays open). "
+            "Off: the full open amount or more. Paying more is always allowed and kept as "
+            "the tenant's credit for the next invoice."
+        ),
+    )

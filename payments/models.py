@@ -87,6 +87,26 @@ class StripeConnection(LandlordOwned):
         return self.account_id
 
 
+class PaymentSettings(LandlordOwned):
+    """How a landlord's tenants may pay online (one row per landlord; no row means
+    the defaults below). Staff edit it on the payment settings page."""
+
+    landlord = models.OneToOneField(
+        "tenants.Landlord", on_delete=models.PROTECT, related_name="payment_settings"
+    )
+    allow_partial = models.BooleanField(
+        default=True,
+        verbose_name=_("Allow partial payments"),
+        help_text=_(
+            "Tenants may pay less than the open amount in the portal. Either way, paying "
+            "more is allowed and kept as credit for the next invoice."
+        ),
+    )
+
+    def __str__(self) -> str:
+        return f"Payment settings of {self.landlord_id}"
+
+
 class StripeCustomer(LandlordOwned):
     """The Stripe customer of one tenant (on the landlord's connected account)."""
 

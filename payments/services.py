@@ -68,6 +68,7 @@ from payments.models import (
     Method,
     Payment,
     PaymentAllocation,
+    PaymentSettings,
     PaymentStatus,
     Payout,
     PayoutItem,
@@ -697,8 +698,11 @@ _STATE_RANK = {PaymentStatus.REQUIRES_PAYMENT: 0, PaymentStatus.PROCESSING: 1}
 def _newer(payment: Payment, *, when: datetime, status: str) -> bool:
     if payment.stripe_state_at is None:
         return True
-    if when != payment.stripe_state_at:
-        return when > payment.stripe_state_at
+    # Stripe stamps events in whole seconds, our API reads to the microsecond: a
+    # failure event in the same second as the `processing` we read is not older.
+    seen, when = payment.stripe_state_at.replace(microsecond=0), when.replace(microsecond=0)
+    if when != seen:
+        return when > seen
     return _STATE_RANK.get(status, 2) >= _STATE_RANK.get(payment.status, 2)
 
 
@@ -760,11 +764,20 @@ def _apply_payment_intent(
 # --- portal and autopay services ----------------------------------------------------
 
 
-def _validate_method(method: str, currency: str) -> None:
+def methods_for_currency(currency: str) -> list[str]:
+    """The Stripe methods a payment in `currency` can use: card always, plus the bank
+    debit of that currency's scheme (SEPA for EUR, ACH for USD)."""
+    return [
+        method for method in STRIPE_METHODS if currency in METHOD_CURRENCIES.get(method, {currency})
+    ]
+
+
+def payment_method_validate(*, method: str, currency: str) -> None:
+    """A field error on `method` unless it is a Stripe method that can pay in `currency`
+    (a SEPA debit is in euros only, an ACH debit in dollars only)."""
     if method not in STRIPE_METHODS:
         raise ValidationError({"method": _("Choose card or bank debit.")})
-    allowed = METHOD_CURRENCIES.get(method)
-    if allowed is not None and currency not in allowed:
+    if method not in methods_for_currency(currency):
         raise ValidationError(
             {
                 "method": _("%(method)s cannot pay in %(currency)s.")
@@ -774,12 +787,40 @@ def _validate_method(method: str, currency: str) -> None:
 
 
 def _amount_due(*, landlord: Landlord, tenant: Tenant, currency: str, invoice) -> int:
+    """The invoice's open balance, or the tenant's balance in `currency`: their open
+    invoices minus credit not yet applied (what the portal shows as owed)."""
     if invoice is not None:
         return invoice_balances(landlord=landlord, invoices=[invoice])[invoice.pk]
-    return sum(
+    owed = sum(
         inv.balance_minor
         for inv in _open_invoices(landlord=landlord, tenant_id=tenant.pk, currency=currency)
     )
+    return owed - _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
+
+
+def payment_settings_get(*, landlord: Landlord) -> PaymentSettings:
+    """The landlord's payment settings; the defaults (unsaved) if never changed."""
+    row = PaymentSettings.objects.filter(landlord=landlord).first()
+    return row if row is not None else PaymentSettings(landlord=landlord)
+
+
+@transaction.atomic
+def payment_settings_update(*, landlord: Landlord, actor, allow_partial: bool) -> PaymentSettings:
+    """Staff decide whether tenants may pay less than the open amount online. It
+    applies to payments started from now on; paying more is always allowed (credit)."""
+    row, _created = PaymentSettings.objects.select_for_update().get_or_create(landlord=landlord)
+    if row.allow_partial != allow_partial:
+        row.allow_partial = allow_partial
+        row.save(update_fields=["allow_partial", "updated_at"])
+        audit(
+            landlord=landlord,
+            actor=actor,
+            action="payment_settings.update",
+            obj=row,
+            summary=f"Partial payments {'allowed' if allow_partial else 'not allowed'}",
+            data={"allow_partial": allow_partial},
+        )
+    return row
 
 
 def customer_get_or_create(*, landlord: Landlord, tenant: Tenant) -> StripeCustomer:
@@ -828,22 +869,25 @@ def payment_intent_create(
     (`requires_payment`) and a PaymentIntent whose metadata names landlord, tenant,
     payment and invoice. Returns (payment, client_secret) for Stripe.js.
 
-    Less than what is due is refused unless `allow_partial` (the portal decides,
-    per the landlord's setting); more becomes tenant credit. Calling again with the
+    Less than what is due is refused (a field error on `amount`) unless
+    `allow_partial`: the portal passes the landlord's setting (PaymentSettings, see
+    payment_settings_get). More than what is due is accepted and becomes tenant credit.
+    `method` must suit the currency (SEPA: EUR, ACH: USD). Calling again with the
     same `idempotency_key` returns the same payment and intent. With
     `payment_method_id` and `confirm` the intent is confirmed server-side; a decline
-    raises PaymentDeclined (the payment is marked failed, nothing is posted).
+    raises PaymentDeclined (the payment is marked failed, nothing is posted). A bank
+    debit comes back `processing`: it is posted only when Stripe reports success.
     """
     currency = (currency or "").upper()
     if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
-        raise ValidationError({"amount_minor": _("Enter an amount above zero.")})
+        raise ValidationError({"amount": _("Enter an amount above zero.")})
     if not is_known_currency(currency):
         raise ValidationError({"currency": _("Unknown currency.")})
     if not idempotency_key:
         raise ValidationError("An idempotency key is required.")
     if tenant.landlord_id != landlord.pk:
         raise ValidationError("This tenant does not belong to this landlord.")
-    _validate_method(method, currency)
+    payment_method_validate(method=method, currency=currency)
     if invoice is not None:
         if invoice.landlord_id != landlord.pk or invoice.tenant_id != tenant.pk:
             raise ValidationError({"invoice": _("This invoice is not the tenant's.")})
@@ -860,7 +904,7 @@ def payment_intent_create(
         if amount_minor < due and not allow_partial:
             raise ValidationError(
                 {
-                    "amount_minor": _("Pay the full amount due: %(due)s.")
+                    "amount": _("Pay the full amount due: %(due)s.")
                     % {"due": format_money(due, currency)}
                 }
             )
@@ -1190,6 +1234,10 @@ def autopay_charge(
             return AutopayResult("error", reason="stripe_not_connected", message=str(exc))
         try:
             with transaction.atomic():
+                # Tenant first: the row's deferred foreign-key checks lock the invoice
+                # at commit, and dunning holds tenant-then-invoice; without this a
+                # concurrent dunning step and this insert deadlock.
+                _lock_tenant(invoice.tenant_id)
                 payment = Payment.objects.create(
                     landlord=landlord,
                     tenant_id=invoice.tenant_id,

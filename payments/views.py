@@ -15,9 +15,10 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.shortcuts import redirect
+from django.urls import reverse
 
 from payments import selectors, services
-from payments.forms import ManualPaymentForm, PaymentReverseForm
+from payments.forms import ManualPaymentForm, PaymentReverseForm, PaymentSettingsForm
 from payments.models import (
     EventStatus,
     Method,
@@ -234,3 +235,35 @@ class StripeEventReprocessView(StaffView):
                 request, f"Event {event.event_id} is {result.get_status_display().lower()}."
             )
         return redirect("dashboard:stripe_event_detail", pk=event.pk)
+
+
+class PaymentSettingsView(StaffView):
+    """How tenants may pay online: whether less than the open amount is accepted."""
+
+    permission = Permission.MANAGE_SETTINGS
+
+    def get(self, request, form=None):
+        row = services.payment_settings_get(landlord=self.landlord)
+        form = form or PaymentSettingsForm(initial={"allow_partial": row.allow_partial})
+        return self.render(
+            "dashboard/form.html",
+            form=form,
+            title="Payment settings",
+            cancel_url=reverse("dashboard:payment_list"),
+        )
+
+    def post(self, request):
+        form = PaymentSettingsForm(request.POST)
+        if form.is_valid():
+            try:
+                services.payment_settings_update(
+                    landlord=self.landlord,
+                    actor=request.user,
+                    allow_partial=form.cleaned_data["allow_partial"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Payment settings saved.")
+                return redirect("dashboard:payment_settings")
+        return self.get(request, form=form)

@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from money.currency import to_minor
+from payments.forms import MAX_MINOR
+from payments.models import STRIPE_METHODS, Method
 from portal import selectors
 from portal.formats import decimal_comma
 
@@ -87,25 +89,32 @@ class ProfileForm(forms.Form):
 
 
 class PayForm(forms.Form):
-    """The pay button's POST. `amount` is what the tenant typed (read only when
-    partial payments are allowed); `payment_method_id` comes from Stripe.js."""
+    """The pay button's POST. `amount` is what the tenant typed (the open amount when
+    left empty); whether less than that is accepted, and whether `method` suits the
+    currency, is the payments service's rule. `payment_method_id` comes from
+    Stripe.js (card, SEPA); an ACH payment has none yet."""
 
     key = forms.CharField(max_length=200)
     invoice = forms.IntegerField(required=False, min_value=1)
     currency = forms.CharField(max_length=3, required=False)
     amount = forms.CharField(label=_("Amount"), max_length=30, required=False)
+    method = forms.ChoiceField(
+        label=_("Pay by"), choices=[(m.value, m.label) for m in STRIPE_METHODS], required=False
+    )
     payment_method_id = forms.CharField(max_length=255, required=False)
     save_card = forms.BooleanField(required=False)
 
-    def __init__(self, *args, currency: str, due_minor: int, allow_partial: bool, **kwargs):
+    def __init__(self, *args, currency: str, due_minor: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.pay_currency = currency
         self.due_minor = due_minor
-        self.allow_partial = allow_partial
+
+    def clean_method(self):
+        return self.cleaned_data.get("method") or Method.CARD
 
     def clean_amount(self):
         text = (self.cleaned_data.get("amount") or "").strip()
-        if not self.allow_partial or not text:
+        if not text:
             return self.due_minor
         if decimal_comma():
             # "1.250,50" / "1 250,50" as written in German, French or Spanish.
@@ -119,4 +128,6 @@ class PayForm(forms.Form):
             ) from exc
         if minor <= 0:
             raise ValidationError(_("Enter an amount above zero."))
+        if minor > MAX_MINOR:
+            raise ValidationError(_("This amount is too large."))
         return minor

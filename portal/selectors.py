@@ -14,10 +14,19 @@ from datetime import date
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 
-from invoices.models import Invoice, InvoiceState
+from invoices.models import Invoice, InvoiceState, Notification, NotificationStatus
 from invoices.selectors import InvoiceStatus, invoice_balances, invoice_status
 from ledger.selectors import tenant_balance
-from payments.models import Payment, PaymentAllocation, PaymentStatus, SavedPaymentMethod, Source
+from payments import services as payment_services
+from payments.models import (
+    BANK_DEBIT_METHODS,
+    Method,
+    Payment,
+    PaymentAllocation,
+    PaymentStatus,
+    SavedPaymentMethod,
+    Source,
+)
 from tenants.models import Charge, Lease, Tenant
 
 TENANT_SESSION_KEY = "portal_tenant_id"
@@ -128,6 +137,7 @@ class Home:
     open_rows: list[InvoiceRow]
     recent_payments: list[Payment]
     autopay: SavedPaymentMethod | None
+    processing: list[Payment]
 
 
 def home(*, tenant: Tenant, today: date) -> Home:
@@ -139,6 +149,43 @@ def home(*, tenant: Tenant, today: date) -> Home:
         open_rows=open_rows,
         recent_payments=list(payment_list(tenant=tenant)[:3]),
         autopay=saved_methods(tenant=tenant).filter(autopay=True).first(),
+        processing=list(processing_payments(tenant=tenant)),
+    )
+
+
+def processing_payments(*, tenant: Tenant, invoice: Invoice | None = None) -> QuerySet[Payment]:
+    """The tenant's payments on their way (a bank debit takes days): not posted yet,
+    so balances still show the money as owed; the portal says so next to them."""
+    qs = (
+        Payment.objects.for_landlord(tenant.landlord)
+        .filter(tenant=tenant, status=PaymentStatus.PROCESSING)
+        .select_related("invoice")
+        .order_by("created_at", "pk")
+    )
+    return qs.filter(invoice=invoice) if invoice is not None else qs
+
+
+@dataclass(frozen=True)
+class PayOptions:
+    """How the tenant can pay in one currency: the methods offered (card first, then
+    the currency's bank debit) and whether less than the open amount is accepted."""
+
+    methods: list[str]
+    allow_partial: bool
+
+    @property
+    def bank_method(self) -> str:
+        return next((m for m in self.methods if m in BANK_DEBIT_METHODS), "")
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        return [(m, Method(m).label) for m in self.methods]
+
+
+def pay_options(*, tenant: Tenant, currency: str) -> PayOptions:
+    return PayOptions(
+        methods=payment_services.methods_for_currency(currency),
+        allow_partial=payment_services.payment_settings_get(landlord=tenant.landlord).allow_partial,
     )
 
 
@@ -203,4 +250,16 @@ def payable_invoice_get(*, tenant: Tenant, pk) -> Invoice:
         .filter(state=InvoiceState.ISSUED)
         .select_related("lease__unit__property"),
         pk=pk,
+    )
+
+
+def notice_list(*, tenant: Tenant) -> QuerySet[Notification]:
+    """The reminders and notices sent to the tenant (dunning's outbox rows), newest
+    first: what they were told, when, and by which channel. Rows not sent (yet, or
+    ever) are left out, so the page shows only what really reached them."""
+    return (
+        Notification.objects.for_landlord(tenant.landlord)
+        .filter(tenant=tenant, kind__startswith="dunning_", status=NotificationStatus.SENT)
+        .select_related("invoice")
+        .order_by("-sent_at", "-pk")
     )

@@ -12,9 +12,16 @@ Rules:
   reload) finds the first payment instead of charging twice. Two requests with the
   same key at the same moment are serialised by a PostgreSQL advisory lock on the key,
   held outside any transaction (no row locks are held during Stripe calls).
-- The tenant may pay one invoice, the whole balance of a currency, or (if the
-  landlord allows: ALLOW_PARTIAL) part of it; never more than the open balance, so a
-  typo cannot turn into a large credit.
+- The tenant may pay one invoice or the whole balance of a currency, part of it if
+  the landlord allows partial payments (payments.PaymentSettings, read here and
+  enforced by payments.services.payment_intent_create), or more: the rest is kept
+  as credit.
+- Card, and the bank debit of the currency's scheme: SEPA Direct Debit for EUR, ACH
+  (`us_bank_account`) for USD. Card and SEPA are set up in the browser with a
+  SetupIntent (`confirmCardSetup` / `confirmSepaDebitSetup`) and confirmed here; ACH
+  is collected and confirmed by Stripe.js on the PaymentIntent we create
+  (`collectBankAccountForPayment` + `confirmUsBankAccountPayment`). A bank debit is
+  `processing` for days and posted only when Stripe reports success.
 """
 
 from __future__ import annotations
@@ -38,10 +45,17 @@ from django.utils.translation import override
 from invoices.models import Invoice, InvoiceState
 from invoices.selectors import invoice_balances
 from ledger.selectors import tenant_balance
-from money.currency import format_money
 from payments import services as payments
 from payments import stripe_client
-from payments.models import POSTED_STATUSES, Method, Payment, PaymentStatus, SavedPaymentMethod
+from payments.forms import MAX_MINOR
+from payments.models import (
+    POSTED_STATUSES,
+    STRIPE_METHODS,
+    Method,
+    Payment,
+    PaymentStatus,
+    SavedPaymentMethod,
+)
 from portal.models import TenantInvitation
 from tenants.models import Tenant
 from tenants.services import audit
@@ -49,9 +63,6 @@ from tenants.services import audit
 log = logging.getLogger(__name__)
 
 INVITATION_LIFETIME = timedelta(days=7)
-# Whether tenants may pay less than what is due. The landlord model has no setting for
-# it yet; when it gets one, the portal reads it instead of this default.
-ALLOW_PARTIAL = True
 KEY_PREFIX = "portal"
 # While a payment waits (3-D Secure, a late webhook), the status page asks Stripe
 # itself once the payment has been quiet this long.
@@ -253,9 +264,10 @@ def payment_key_valid(*, tenant: Tenant, key: str) -> bool:
 
 @dataclass(frozen=True)
 class PayOutcome:
-    """What the pay button did. status: succeeded | processing | requires_action
-    (Stripe.js must run 3-D Secure with `client_secret`) | failed (`message` says why;
-    nothing was posted)."""
+    """What the pay button did. status: succeeded | processing (a bank debit: the
+    result comes in days) | requires_action (Stripe.js must finish with
+    `client_secret`: 3-D Secure for a card, linking and confirming the account for
+    ACH) | failed (`message` says why; nothing was posted)."""
 
     payment: Payment
     status: str
@@ -319,6 +331,12 @@ def _outcome_of_existing(payment: Payment) -> PayOutcome:
     return PayOutcome(payment, status, secret, payment.failure_message)
 
 
+def _collected_by_stripe_js(method: str) -> bool:
+    # ACH: Stripe.js links the account (Financial Connections) and confirms the
+    # PaymentIntent itself; there is no payment method to confirm with server-side.
+    return method == Method.US_BANK_ACCOUNT
+
+
 def portal_payment_start(
     *,
     tenant: Tenant,
@@ -326,23 +344,39 @@ def portal_payment_start(
     amount_minor: int,
     currency: str,
     invoice: Invoice | None,
-    payment_method_id: str,
+    payment_method_id: str = "",
+    method: str = Method.CARD,
     save_method: bool = False,
     actor=None,
 ) -> PayOutcome:
-    """The tenant pays `amount_minor` (one invoice, or the balance of `currency`)
-    with the card Stripe.js just set up (`payment_method_id`), confirmed server-side.
+    """The tenant pays `amount_minor` (one invoice, or the balance of `currency`) by
+    card or bank debit.
+
+    Card and SEPA: with the payment method Stripe.js just set up
+    (`payment_method_id`), confirmed server-side; a SEPA debit answers `processing`.
+    ACH: the PaymentIntent is created unconfirmed and answers `requires_action` with
+    its client secret, for Stripe.js to link the account and confirm.
 
     Exactly once per `idempotency_key`: a repeat returns the first payment's outcome.
     A decline comes back as `failed` with Stripe's reason (nothing posted); a card
     that wants 3-D Secure as `requires_action` with the client secret for Stripe.js.
-    With `save_method` a card that was not declined is kept and turned on for autopay.
+    The amount rules (partial payments per the landlord's setting, more becomes
+    credit) are payments.services.payment_intent_create's. With `save_method` a card
+    or SEPA mandate that was not declined is kept and turned on for autopay.
     """
     landlord = tenant.landlord
     if not payment_key_valid(tenant=tenant, key=idempotency_key):
         raise ValidationError(_("This form has expired; reload the page and try again."))
-    if not (payment_method_id or "").startswith("pm_"):
+    currency = invoice.currency if invoice is not None else currency
+    payments.payment_method_validate(method=method, currency=currency)
+    if _collected_by_stripe_js(method):
+        payment_method_id = ""
+    elif not (payment_method_id or "").startswith("pm_"):
+        if method == Method.SEPA_DEBIT:
+            raise ValidationError(_("Enter your IBAN."))
         raise ValidationError(_("Enter your card details."))
+    if amount_minor > MAX_MINOR:
+        raise ValidationError({"amount": _("This amount is too large.")})
     with _KeyLock(idempotency_key):
         existing = (
             Payment.objects.for_landlord(landlord)
@@ -356,24 +390,10 @@ def portal_payment_start(
             invoice.landlord_id != landlord.pk or invoice.tenant_id != tenant.pk
         ):
             raise ValidationError({"invoice": _("This invoice is not yours.")})
-        currency = invoice.currency if invoice is not None else currency
         due = amount_due(tenant=tenant, currency=currency, invoice=invoice)
         if due <= 0:
             raise ValidationError(_("There is nothing to pay here any more."))
-        if amount_minor > due:
-            raise ValidationError(
-                {
-                    "amount": _("You can pay at most %(due)s here.")
-                    % {"due": format_money(due, currency)}
-                }
-            )
-        if amount_minor < due and not ALLOW_PARTIAL:
-            raise ValidationError(
-                {
-                    "amount": _("Pay the full amount: %(due)s.")
-                    % {"due": format_money(due, currency)}
-                }
-            )
+        collected = _collected_by_stripe_js(method)
         try:
             payment, secret = payments.payment_intent_create(
                 landlord=landlord,
@@ -382,10 +402,10 @@ def portal_payment_start(
                 currency=currency,
                 invoice=invoice,
                 idempotency_key=idempotency_key,
-                method=Method.CARD,
-                allow_partial=ALLOW_PARTIAL,
-                payment_method_id=payment_method_id,
-                confirm=True,
+                method=method,
+                allow_partial=payments.payment_settings_get(landlord=landlord).allow_partial,
+                payment_method_id=payment_method_id or None,
+                confirm=not collected,
             )
         except payments.PaymentDeclined as declined:
             payment = declined.payment
@@ -394,18 +414,18 @@ def portal_payment_start(
                 payment, "failed", "", payment.failure_message or declined.messages[0]
             )
     outcome = PayOutcome(payment, payment_outcome_status(payment), secret, payment.failure_message)
-    if save_method and outcome.status != "failed":
+    if save_method and payment_method_id and outcome.status != "failed":
         _save_for_autopay(tenant=tenant, payment_method_id=payment_method_id, actor=actor)
     return outcome
 
 
 def _save_for_autopay(*, tenant: Tenant, payment_method_id: str, actor) -> None:
-    # The payment stands whether or not the card can be kept; the tenant can add it
+    # The payment stands whether or not the method can be kept; the tenant can add it
     # again on the payment methods page.
     try:
-        card_save(tenant=tenant, payment_method_id=payment_method_id, autopay=True, actor=actor)
+        method_save(tenant=tenant, payment_method_id=payment_method_id, autopay=True, actor=actor)
     except (ValidationError, stripe_client.StripeError) as exc:
-        log.warning("Card of tenant %s not kept for autopay: %s", tenant.pk, exc)
+        log.warning("Payment method of tenant %s not kept for autopay: %s", tenant.pk, exc)
 
 
 def portal_payment_refresh(*, payment: Payment, now: datetime) -> Payment:
@@ -424,33 +444,38 @@ def portal_payment_refresh(*, payment: Payment, now: datetime) -> Payment:
         return payment
 
 
-# --- saved cards and autopay ----------------------------------------------------------
+# --- saved payment methods and autopay ------------------------------------------------
 
 
-def card_setup_start(*, tenant: Tenant) -> str:
-    """A SetupIntent's client secret for Stripe.js `confirmCardSetup`."""
+def method_setup_start(*, tenant: Tenant, method: str = Method.CARD) -> str:
+    """A SetupIntent's client secret for Stripe.js: `confirmCardSetup` (card),
+    `confirmSepaDebitSetup` (SEPA mandate), or `collectBankAccountForSetup` +
+    `confirmUsBankAccountSetup` (ACH)."""
+    if method not in STRIPE_METHODS:
+        raise ValidationError({"method": _("Choose card or bank debit.")})
     return payments.setup_intent_create(
         landlord=tenant.landlord,
         tenant=tenant,
         idempotency_key=f"portal:{uuid.uuid4().hex}",
-        method=Method.CARD,
+        method=method,
     )
 
 
-def card_save(
+def method_save(
     *, tenant: Tenant, payment_method_id: str, autopay: bool, actor
 ) -> SavedPaymentMethod:
-    """Keep a card the tenant set up in the portal, optionally for autopay."""
+    """Keep a card or bank account the tenant set up in the portal, optionally for
+    autopay."""
     if not (payment_method_id or "").startswith("pm_"):
-        raise ValidationError(_("Enter your card details."))
+        raise ValidationError(_("Enter your card or bank details."))
     # payments.payment_method_save moves an existing row to this tenant before it
-    # checks the owner; refuse a card someone else saved here first.
+    # checks the owner; refuse a method someone else saved here first.
     if (
         SavedPaymentMethod.objects.filter(stripe_payment_method_id=payment_method_id)
         .exclude(tenant=tenant)
         .exists()
     ):
-        raise ValidationError(_("This card cannot be saved. Enter your card details again."))
+        raise ValidationError(_("This payment method cannot be saved. Enter your details again."))
     return payments.payment_method_save(
         landlord=tenant.landlord,
         tenant=tenant,
@@ -461,15 +486,15 @@ def card_save(
 
 
 def autopay_toggle(*, tenant: Tenant, saved_method: SavedPaymentMethod | None, actor) -> None:
-    """Autopay on with one of the tenant's cards, or off (None)."""
+    """Autopay on with one of the tenant's saved methods, or off (None)."""
     if saved_method is not None and saved_method.tenant_id != tenant.pk:
-        raise ValidationError(_("Choose one of your saved cards."))
+        raise ValidationError(_("Choose one of your saved payment methods."))
     payments.autopay_set(
         landlord=tenant.landlord, tenant=tenant, saved_method=saved_method, actor=actor
     )
 
 
-def card_remove(*, tenant: Tenant, saved_method: SavedPaymentMethod, actor) -> None:
+def method_remove(*, tenant: Tenant, saved_method: SavedPaymentMethod, actor) -> None:
     if saved_method.tenant_id != tenant.pk:
-        raise ValidationError(_("Choose one of your saved cards."))
+        raise ValidationError(_("Choose one of your saved payment methods."))
     payments.payment_method_remove(landlord=tenant.landlord, saved_method=saved_method, actor=actor)

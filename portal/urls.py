@@ -29,6 +29,7 @@ urlpatterns = [
     path("invoices/<int:pk>/", views.InvoiceDetailView.as_view(), name="invoice_detail"),
     path("invoices/<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="invoice_pdf"),
     path("pay/", views.PayView.as_view(), name="pay"),
+    path("messages/", views.NoticeListView.as_view(), name="notices"),
     path("payments/", views.PaymentListView.as_view(), name="payments"),
     path("payments/<int:pk>/", views.PaymentDetailView.as_view(), name="payment_detail"),
     path("payments/<int:pk>/status/", views.PaymentStatusView.as_view(), name="payment_status"),

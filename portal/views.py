@@ -10,6 +10,7 @@ tenant's id is a 404.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -26,7 +28,7 @@ from django.utils.translation import gettext as _
 from django.views import View
 
 from payments import stripe_client
-from payments.models import BANK_DEBIT_METHODS, PaymentStatus
+from payments.models import BANK_DEBIT_METHODS, Method, PaymentStatus
 from portal import selectors, services
 from portal.formats import portal_language
 from portal.forms import (
@@ -297,6 +299,16 @@ class PaymentListView(PortalView):
         )
 
 
+class NoticeListView(PortalView):
+    """Reminders and notices the landlord's dunning sent this tenant, newest first."""
+
+    def get(self, request):
+        page = Paginator(selectors.notice_list(tenant=self.tenant), 20).get_page(
+            request.GET.get("page")
+        )
+        return self.render("portal/notices.html", page=page)
+
+
 class PaymentDetailView(PortalView):
     def get(self, request, pk: int):
         payment = selectors.payment_get(tenant=self.tenant, pk=pk)
@@ -322,6 +334,7 @@ def _status_json(payment) -> dict:
     return {
         "id": payment.pk,
         "status": services.payment_outcome_status(payment),
+        "method": payment.method,
         "payment_status": payment.status,
         "label": str(PaymentStatus(payment.status).label),
         "message": payment.failure_message,
@@ -333,9 +346,10 @@ def _status_json(payment) -> dict:
 
 
 class PayView(PortalView):
-    """GET: the card form for one invoice (?invoice=<id>) or the balance of a
-    currency (?currency=EUR). POST: pay with the card Stripe.js set up; answers JSON
-    for the page's script (or redirects, for a plain form post)."""
+    """GET: the pay form for one invoice (?invoice=<id>) or the balance of a currency
+    (?currency=EUR): card, or the currency's bank debit (SEPA for EUR, ACH for USD).
+    POST: pay with what Stripe.js set up; answers JSON for the page's script (or
+    redirects, for a plain form post)."""
 
     def _target(self, params):
         """(invoice or None, currency, amount due) of the request."""
@@ -356,17 +370,30 @@ class PayView(PortalView):
         due = services.amount_due(tenant=self.tenant, currency=currency, invoice=invoice)
         return invoice, currency, due
 
-    def _form_context(self, invoice, currency, due, form=None, setup_error=""):
-        setup_secret = ""
-        if due > 0 and not setup_error:
-            try:
-                setup_secret = services.card_setup_start(tenant=self.tenant)
-            except (stripe_client.StripeError, ValidationError) as exc:
-                setup_error = _(
-                    "Card payments are not available right now. Please try again later."
+    def _setup_secrets(self, options) -> tuple[dict[str, str], str]:
+        """Client secrets of the SetupIntents Stripe.js confirms (card; SEPA mandate),
+        and what to say if the card one cannot be made. ACH needs none here."""
+        secrets, error = {}, ""
+        try:
+            secrets[Method.CARD] = services.method_setup_start(tenant=self.tenant)
+        except (stripe_client.StripeError, ValidationError) as exc:
+            error = _("Card payments are not available right now. Please try again later.")
+            if isinstance(exc, ValidationError):
+                error = exc.messages[0]
+            return secrets, error
+        if Method.SEPA_DEBIT in options.methods:
+            # Without it the tenant can still pay by card; the bank option says why not.
+            with suppress(stripe_client.StripeError, ValidationError):
+                secrets[Method.SEPA_DEBIT] = services.method_setup_start(
+                    tenant=self.tenant, method=Method.SEPA_DEBIT
                 )
-                if isinstance(exc, ValidationError):
-                    setup_error = exc.messages[0]
+        return secrets, error
+
+    def _form_context(self, invoice, currency, due, form=None, setup_error=""):
+        options = selectors.pay_options(tenant=self.tenant, currency=currency)
+        secrets = {}
+        if due > 0 and not setup_error:
+            secrets, setup_error = self._setup_secrets(options)
         return {
             "invoice": invoice,
             "row": selectors.invoice_row(tenant=self.tenant, invoice=invoice, today=self.today())
@@ -374,11 +401,17 @@ class PayView(PortalView):
             else None,
             "currency": currency,
             "due": due,
-            "allow_partial": services.ALLOW_PARTIAL,
+            "options": options,
+            "allow_partial": options.allow_partial,
+            "method": (form.data.get("method") if form is not None else "") or Method.CARD,
             "key": services.payment_key_new(tenant=self.tenant),
-            "setup_client_secret": setup_secret,
+            "setup_client_secret": secrets.get(Method.CARD, ""),
+            "sepa_setup_client_secret": secrets.get(Method.SEPA_DEBIT, ""),
             "setup_error": setup_error,
             "form": form,
+            "processing": list(selectors.processing_payments(tenant=self.tenant, invoice=invoice))
+            if invoice
+            else list(selectors.processing_payments(tenant=self.tenant)),
             "stripe_js_url": settings.STRIPE_JS_URL,
             "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
             "has_autopay": selectors.saved_methods(tenant=self.tenant)
@@ -398,9 +431,7 @@ class PayView(PortalView):
             invoice, currency, due = self._target(request.POST)
         except ValidationError as exc:
             return self._invalid(request, {"__all__": exc.messages})
-        form = PayForm(
-            request.POST, currency=currency, due_minor=due, allow_partial=services.ALLOW_PARTIAL
-        )
+        form = PayForm(request.POST, currency=currency, due_minor=due)
         if not form.is_valid():
             return self._invalid(request, form.errors, invoice, currency, due, form)
         data = form.cleaned_data
@@ -411,6 +442,7 @@ class PayView(PortalView):
                 amount_minor=data["amount"],
                 currency=currency,
                 invoice=invoice,
+                method=data["method"],
                 payment_method_id=data["payment_method_id"],
                 save_method=data["save_card"],
                 actor=request.user,
@@ -419,7 +451,7 @@ class PayView(PortalView):
             errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
             return self._invalid(request, errors, invoice, currency, due, form)
         except stripe_client.StripeError:
-            errors = {"__all__": [_("The card service did not answer. Nothing was charged.")]}
+            errors = {"__all__": [_("The payment service did not answer. Nothing was charged.")]}
             return self._invalid(request, errors, invoice, currency, due, form, status=503)
         if not _wants_json(request):
             return redirect("portal:payment_detail", outcome.payment.pk)
@@ -430,9 +462,13 @@ class PayView(PortalView):
             "status_url": reverse("portal:payment_status", args=[outcome.payment.pk]),
         }
         if outcome.status == "failed":
-            # Another card gets a fresh attempt: new key, new SetupIntent.
+            # Another card or account gets a fresh attempt: new key, new SetupIntents.
             context = self._form_context(invoice, currency, due)
-            body |= {"key": context["key"], "setup_client_secret": context["setup_client_secret"]}
+            body |= {
+                "key": context["key"],
+                "setup_client_secret": context["setup_client_secret"],
+                "sepa_setup_client_secret": context["sepa_setup_client_secret"],
+            }
         return JsonResponse(body)
 
     def _invalid(self, request, errors, invoice=None, currency="", due=0, form=None, status=400):
@@ -441,27 +477,48 @@ class PayView(PortalView):
             return JsonResponse({"status": "invalid", "errors": errors}, status=status)
         if invoice is None and not currency:
             return redirect("portal:invoices")
-        for message in errors.get("__all__", []):
-            messages.error(request, message)
+        for field, field_messages in errors.items():
+            if form is not None and field in form.fields and field != "__all__":
+                for message in field_messages:
+                    if message not in form.errors.get(field, []):
+                        form.add_error(field, message)
+            else:
+                for message in field_messages:
+                    messages.error(request, message)
         context = self._form_context(invoice, currency, due, form=form)
         return self.render("portal/pay.html", status=status, **context)
 
 
-# --- cards and autopay ----------------------------------------------------------------
+# --- saved payment methods and autopay -------------------------------------------------
 
 
 class MethodListView(PortalView):
+    """The tenant's saved cards and bank accounts, autopay, and forms to add a card or
+    the bank account of the landlord's currency (SEPA mandate, or ACH)."""
+
     def get(self, request):
+        options = selectors.pay_options(tenant=self.tenant, currency=self.landlord.default_currency)
         setup_secret, setup_error = "", ""
         try:
-            setup_secret = services.card_setup_start(tenant=self.tenant)
+            setup_secret = services.method_setup_start(tenant=self.tenant)
         except (stripe_client.StripeError, ValidationError):
             setup_error = _("Cards cannot be added right now. Please try again later.")
+        bank_secret, bank_error = "", ""
+        if options.bank_method:
+            try:
+                bank_secret = services.method_setup_start(
+                    tenant=self.tenant, method=options.bank_method
+                )
+            except (stripe_client.StripeError, ValidationError):
+                bank_error = _("Bank accounts cannot be added right now. Please try again later.")
         return self.render(
             "portal/methods.html",
             methods=selectors.saved_methods(tenant=self.tenant),
+            bank_method=options.bank_method,
             setup_client_secret=setup_secret,
             setup_error=setup_error,
+            bank_setup_client_secret=bank_secret,
+            bank_setup_error=bank_error,
             stripe_js_url=settings.STRIPE_JS_URL,
             stripe_publishable_key=settings.STRIPE_PUBLISHABLE_KEY,
         )
@@ -470,7 +527,7 @@ class MethodListView(PortalView):
 class MethodAddView(PortalView):
     def post(self, request):
         try:
-            saved = services.card_save(
+            saved = services.method_save(
                 tenant=self.tenant,
                 payment_method_id=request.POST.get("payment_method_id", ""),
                 autopay=request.POST.get("autopay") == "on",
@@ -480,10 +537,11 @@ class MethodAddView(PortalView):
             messages.error(request, " ".join(exc.messages))
         except stripe_client.StripeError as exc:
             messages.error(
-                request, getattr(exc, "user_message", None) or _("The card was not saved.")
+                request,
+                getattr(exc, "user_message", None) or _("The payment method was not saved."),
             )
         else:
-            messages.success(request, _("Card ending in %(last4)s saved.") % {"last4": saved.last4})
+            messages.success(request, _("Saved: %(method)s.") % {"method": saved})
         return redirect("portal:methods")
 
 
@@ -497,8 +555,7 @@ class MethodAutopayView(PortalView):
         if turn_on:
             messages.success(
                 request,
-                _("Autopay is on: new invoices are charged to the card ending in %(last4)s.")
-                % {"last4": saved.last4},
+                _("Autopay is on: new invoices are charged to %(method)s.") % {"method": saved},
             )
         else:
             messages.success(request, _("Autopay is off."))
@@ -509,11 +566,11 @@ class MethodRemoveView(PortalView):
     def post(self, request, pk: int):
         saved = selectors.saved_method_get(tenant=self.tenant, pk=pk)
         try:
-            services.card_remove(tenant=self.tenant, saved_method=saved, actor=request.user)
+            services.method_remove(tenant=self.tenant, saved_method=saved, actor=request.user)
         except stripe_client.StripeError:
-            messages.error(request, _("The card could not be removed right now."))
+            messages.error(request, _("The payment method could not be removed right now."))
         else:
-            messages.success(request, _("Card removed."))
+            messages.success(request, _("Removed: %(method)s.") % {"method": saved})
         return redirect("portal:methods")
 
 

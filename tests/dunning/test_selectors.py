@@ -216,7 +216,6 @@ def test_late_fee_invoices_count_as_arrears(landlord, theirs):
         amount_minor=2_500,
         description="Late fee",
         issue_date=date(2026, 12, 11),
-        idempotency_key="test-fee",
     )
 
     (row,) = selectors.arrears_get(landlord=landlord, today=date(2026, 12, 20)).rows
@@ -236,7 +235,6 @@ def test_credit_held_for_a_tenant_is_shown_next_to_what_they_owe(landlord, their
         amount_minor=2_500,
         description="Late fee",
         issue_date=date(2026, 12, 11),
-        idempotency_key="test-fee",
     )
 
     (row,) = selectors.arrears_get(landlord=landlord, today=date(2026, 12, 20)).rows
@@ -391,7 +389,6 @@ def test_a_late_fee_invoice_shows_the_step_that_charged_it_and_its_waiver(landlo
         amount_minor=2_500,
         description="Late fee",
         issue_date=date(2026, 12, 11),
-        idempotency_key="test-fee",
     )
     DunningStep.objects.create(
         landlord=landlord,

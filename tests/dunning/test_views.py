@@ -45,13 +45,12 @@ def bill(landlord, month=DEC):
     )
 
 
-def fee_on(invoice: Invoice, *, key: str = "test-fee") -> Invoice:
+def fee_on(invoice: Invoice) -> Invoice:
     return invoice_services.late_fee_invoice_issue(
         invoice=invoice,
         amount_minor=2_500,
         description=f"Late fee on {invoice.number}",
         issue_date=date(2026, 12, 11),
-        idempotency_key=key,
     )
 
 
@@ -62,7 +61,7 @@ def portfolio(landlord, names, *, fee_for=None):
     fees = {}
     for lease in leases:
         if lease.tenants.get().full_name == fee_for:
-            fees[lease.pk] = fee_on(rents[lease.pk], key=f"fee-{lease.pk}")
+            fees[lease.pk] = fee_on(rents[lease.pk])
     return leases, rents, fees
 
 

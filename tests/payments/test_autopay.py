@@ -81,3 +81,57 @@ def test_autopay_skips_a_paid_invoice_and_a_tenant_without_autopay(world, autopa
     result = autopay_charge(landlord=world.landlord, invoice=world.november, attempt=1, now=NOW)
     assert (result.status, result.reason) == ("skipped", "no_autopay_method")
     assert Payment.objects.filter(landlord=world.landlord).count() == 1
+
+
+def test_a_bank_debit_autopay_is_posted_when_stripe_reports_success(
+    world, autopay, fake_stripe, deliver
+):
+    from tests.payments.helpers import pi_event
+
+    SavedPaymentMethod.objects.filter(pk=autopay.pk).update(method=Method.SEPA_DEBIT)
+    fake_stripe.confirm_status = "processing"
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert result.status == "processing"
+    assert status_of(world.landlord, world.december) == "overdue"
+
+    later = int(NOW.timestamp()) + 3 * 86_400
+    deliver(pi_event(result.payment, "succeeded", method="sepa_debit", created=later))
+
+    result.payment.refresh_from_db()
+    assert result.payment.status == PaymentStatus.SUCCEEDED
+    assert len(payment_transactions(result.payment)) == 1
+    assert status_of(world.landlord, world.december) == "paid"
+    again = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert again.status == "succeeded"
+    books_ok(world.landlord)
+
+
+def test_a_failed_bank_debit_autopay_is_declined_and_posts_nothing(
+    world, autopay, fake_stripe, deliver
+):
+    from tests.payments.helpers import pi_event
+
+    SavedPaymentMethod.objects.filter(pk=autopay.pk).update(method=Method.SEPA_DEBIT)
+    fake_stripe.confirm_status = "processing"
+    result = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+
+    later = int(NOW.timestamp()) + 3 * 86_400
+    error = {"code": "account_closed", "message": "The bank account has been closed."}
+    deliver(
+        pi_event(
+            result.payment,
+            "requires_payment_method",
+            method="sepa_debit",
+            error=error,
+            created=later,
+        )
+    )
+
+    again = autopay_charge(landlord=world.landlord, invoice=world.december, attempt=1, now=NOW)
+    assert (again.status, again.failure_code, again.hard_decline) == (
+        "declined",
+        "account_closed",
+        True,
+    )
+    assert again.message == "The bank account has been closed."
+    assert payment_transactions(result.payment) == []

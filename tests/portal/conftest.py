@@ -53,6 +53,17 @@ class PortalFakeStripe(FakeStripe):
         }
         return pm_id
 
+    def add_sepa(self, iban: str = "DE89370400440532013000") -> str:
+        """A SEPA Direct Debit payment method, as confirmSepaDebitSetup leaves it."""
+        pm_id = f"pm_fake{next(self._n)}"
+        self.methods[pm_id] = {
+            "id": pm_id,
+            "type": "sepa_debit",
+            "customer": None,
+            "sepa_debit": {"bank_code": iban[4:12], "country": iban[:2], "last4": iban[-4:]},
+        }
+        return pm_id
+
     def payment_method_retrieve(self, *, payment_method_id, stripe_account=None):
         return self.methods[payment_method_id]
 

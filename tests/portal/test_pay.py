@@ -13,6 +13,7 @@ from django.utils import timezone
 from invoices.selectors import invoice_balances
 from ledger.models import LedgerTransaction
 from ledger.selectors import tenant_balance
+from payments import services as payment_services
 from payments.models import Payment, PaymentStatus, SavedPaymentMethod
 from portal import services
 from tenants.models import Tenant
@@ -172,7 +173,6 @@ def test_the_status_endpoint_asks_stripe_once_the_webhook_is_late(tenant_client,
 
 
 def test_part_of_an_invoice_can_be_paid(tenant_client, me, fake_stripe):
-    assert services.ALLOW_PARTIAL
     fields = pay_form(tenant_client, invoice=me.november.pk)
 
     body = pay(tenant_client, fields, fake_stripe, amount="500.00").json()
@@ -186,13 +186,12 @@ def test_part_of_an_invoice_can_be_paid(tenant_client, me, fake_stripe):
 @pytest.mark.parametrize(
     ("amount", "error"),
     [
-        ("1200.01", "You can pay at most €1,200.00 here."),
         ("0", "Enter an amount above zero."),
         ("12,5", "Enter an amount like 250.00."),
         ("1.001", "Enter an amount like 250.00."),
     ],
 )
-def test_an_amount_outside_what_is_due_is_refused_and_charges_nothing(
+def test_an_amount_that_is_not_a_positive_amount_is_refused_and_charges_nothing(
     tenant_client, me, fake_stripe, amount, error
 ):
     fields = pay_form(tenant_client, invoice=me.november.pk)
@@ -205,17 +204,71 @@ def test_an_amount_outside_what_is_due_is_refused_and_charges_nothing(
     assert fake_stripe.keys("payment_intent_create") == []
 
 
-def test_without_partial_payments_less_than_due_is_refused(
-    tenant_client, me, fake_stripe, monkeypatch
+def test_without_partial_payments_less_than_due_is_refused_on_the_amount(
+    tenant_client, me, fake_stripe
 ):
-    monkeypatch.setattr(services, "ALLOW_PARTIAL", False)
+    payment_services.payment_settings_update(landlord=me.landlord, actor=None, allow_partial=False)
+    page = tenant_client.get(reverse("portal:pay"), {"invoice": me.november.pk})
+    assert "Pay at least €1,200.00, the full open amount." in page.content.decode()
     fields = pay_form(tenant_client, invoice=me.november.pk)
 
-    body = pay(tenant_client, fields, fake_stripe, amount="500.00").json()
+    response = pay(tenant_client, fields, fake_stripe, amount="500.00")
 
-    # The amount field is not offered: what is posted is ignored and the full amount paid.
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "invalid",
+        "errors": {"amount": ["Pay the full amount due: €1,200.00."]},
+    }
+    assert not Payment.objects.filter(tenant=me.tenant, source="stripe").exists()
+    assert fake_stripe.keys("payment_intent_create") == []
+    # The full amount (or more) still goes through.
+    assert pay(tenant_client, fields, fake_stripe).json()["status"] == "succeeded"
+
+
+def test_the_partial_payment_setting_is_per_landlord(portal_world, client, fake_stripe):
+    payment_services.payment_settings_update(
+        landlord=portal_world.other.landlord, actor=None, allow_partial=False
+    )
+    client.force_login(portal_world.me.user)
+    fields = pay_form(client, invoice=portal_world.me.november.pk)
+
+    body = pay(client, fields, fake_stripe, amount="500.00").json()
+
     assert body["status"] == "succeeded"
-    assert Payment.objects.get(tenant=me.tenant, source="stripe").amount_minor == 120_000
+    assert open_on(portal_world.me, portal_world.me.november) == 70_000
+
+
+def test_paying_more_than_the_invoice_keeps_the_rest_as_credit(tenant_client, me, fake_stripe):
+    fields = pay_form(tenant_client, invoice=me.november.pk)
+
+    body = pay(tenant_client, fields, fake_stripe, amount="1500.00").json()
+
+    assert body["status"] == "succeeded"
+    payment = Payment.objects.get(pk=body["id"])
+    assert payment.amount_minor == 150_000
+    assert open_on(me, me.november) == 0
+    # The 300.00 above November goes to the next open invoice (December); the
+    # tenant owes 900.00 in all.
+    assert tenant_balance(landlord=me.landlord, tenant=me.tenant) == {"EUR": 90_000}
+    books_ok(me.landlord)
+
+
+def test_paying_more_than_the_balance_keeps_the_rest_as_credit(tenant_client, me, fake_stripe):
+    fields = pay_form(tenant_client, currency="EUR")
+
+    body = pay(tenant_client, fields, fake_stripe, amount="2500.00").json()
+
+    assert body["status"] == "succeeded"
+    payment = Payment.objects.get(pk=body["id"])
+    assert [(a.invoice, a.amount_minor) for a in payment.allocations.order_by("position")] == [
+        (me.november, 120_000),
+        (me.december, 120_000),
+        (None, 10_000),
+    ]
+    assert tenant_balance(landlord=me.landlord, tenant=me.tenant) == {"EUR": -10_000}
+    home = tenant_client.get(reverse("portal:home")).content.decode()
+    assert "credit in your favour" in home
+    books_ok(me.landlord)
 
 
 def test_the_whole_balance_is_paid_across_invoices_oldest_first(tenant_client, me, fake_stripe):
@@ -311,7 +364,7 @@ def test_a_plain_form_post_redirects_to_the_payment(tenant_client, me, fake_stri
 def test_a_card_is_added_turned_off_and_on_for_autopay_and_removed(tenant_client, me, fake_stripe):
     page = tenant_client.get(reverse("portal:methods"))
     assert page.context["setup_client_secret"].startswith("seti_")
-    assert "No saved cards" in page.content.decode()
+    assert "No saved payment methods" in page.content.decode()
 
     pm = fake_stripe.add_card("1881")
     tenant_client.post(reverse("portal:method_add"), {"payment_method_id": pm, "autopay": "on"})
@@ -328,7 +381,9 @@ def test_a_card_is_added_turned_off_and_on_for_autopay_and_removed(tenant_client
     tenant_client.post(reverse("portal:method_remove", args=[saved.pk]))
     saved.refresh_from_db()
     assert saved.detached_at is not None and not saved.autopay
-    assert "No saved cards" in tenant_client.get(reverse("portal:methods")).content.decode()
+    assert (
+        "No saved payment methods" in tenant_client.get(reverse("portal:methods")).content.decode()
+    )
 
 
 def test_a_german_tenant_types_the_amount_with_a_decimal_comma(tenant_client, me, fake_stripe):

@@ -203,3 +203,74 @@ def test_two_simultaneous_submits_charge_the_card_once(client, me, stripe_env):
         if pi.metadata.to_dict().get("payment_id") == str(answers[0]["id"])
     ]
     assert len(ours) == 1
+
+
+def set_up_sepa(browser: stripe.StripeClient, setup_secret: str, iban: str) -> str:
+    """What Stripe.js `confirmSepaDebitSetup(secret, {payment_method: {sepa_debit,
+    billing_details}})` does once the tenant accepts the mandate."""
+    confirmed = browser.v1.setup_intents.confirm(
+        setup_secret.split("_secret_")[0],
+        params={
+            "payment_method_data": {
+                "type": "sepa_debit",
+                "sepa_debit": {"iban": iban},
+                "billing_details": {"name": "Ada Tenant", "email": "ada@example.test"},
+            }
+        },
+    )
+    return confirmed.payment_method
+
+
+def test_a_sepa_debit_from_the_pay_page_that_bounces_is_processing_then_failed(
+    tenant_client, me, stripe_env
+):
+    context = pay_page(tenant_client, invoice=me.november.pk)
+    pm = set_up_sepa(stripe_env, context["sepa_setup_client_secret"], "DE62370400440532013001")
+
+    body = pay(tenant_client, context, pm, method="sepa_debit", save_card="on").json()
+
+    assert body["status"] == "processing"
+    payment = Payment.objects.get(pk=body["id"])
+    assert posted(payment) == []
+    assert wait_for(lambda: Payment.objects.get(pk=payment.pk).status == PaymentStatus.FAILED)
+    assert posted(payment) == []
+    assert invoice_balances(landlord=me.landlord, invoices=[me.november])[me.november.pk] == 120_000
+    detail = tenant_client.get(reverse("portal:payment_detail", args=[payment.pk]))
+    assert "Your card was declined." in detail.content.decode()  # localstripe's wording
+    # The mandate was kept for autopay while the debit was processing.
+    saved = SavedPaymentMethod.objects.get(tenant=me.tenant)
+    assert (saved.method, saved.last4) == ("sepa_debit", "3001")
+
+
+def test_a_sepa_debit_from_the_pay_page_is_posted_once(tenant_client, me, stripe_env):
+    context = pay_page(tenant_client, invoice=me.november.pk)
+    pm = set_up_sepa(stripe_env, context["sepa_setup_client_secret"], "DE89370400440532013000")
+
+    body = pay(tenant_client, context, pm, method="sepa_debit").json()
+
+    # localstripe settles a good IBAN at once (Stripe takes days: `processing`).
+    assert body["status"] in ("processing", "succeeded")
+    payment = Payment.objects.get(pk=body["id"])
+    assert wait_for(
+        lambda: StripeEvent.objects.filter(
+            type="payment_intent.succeeded", status=EventStatus.PROCESSED
+        ).exists()
+    )
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert len(posted(payment)) == 1
+    books_ok(me.landlord)
+
+
+def test_a_us_bank_account_cannot_be_set_up_at_localstripe_and_the_page_says_so(
+    client, portal_world, stripe_env
+):
+    client.force_login(portal_world.other.user)
+
+    page = client.get(reverse("portal:methods"))
+
+    assert page.context["bank_method"] == "us_bank_account"
+    assert page.context["bank_setup_client_secret"] == ""
+    assert "Bank accounts cannot be added right now" in page.content.decode()
+    # Cards still work there.
+    assert page.context["setup_client_secret"].startswith("seti_")

@@ -315,3 +315,70 @@ def test_every_portal_page_fits_a_phone_and_a_desktop(browser, live_server, scen
         shoot(page, "pay-de-phone")
     finally:
         context.close()
+
+
+def test_a_tenant_pays_by_sepa_direct_debit_and_sees_processing_then_the_result(
+    browser, live_server, scene
+):
+    """SEPA from the pay page with localstripe's stand-in Stripe.js (no IBAN Element
+    there: the page falls back to a plain IBAN input, still sent to Stripe only). A
+    debit the bank returns shows processing, then the failure with its reason and
+    nothing posted; a good IBAN is paid (localstripe settles at once)."""
+    tenant, november, december = scene["tenant"], scene["november"], scene["december"]
+    landlord = scene["landlord"]
+    _invitation, token = portal_services.tenant_invitation_create(
+        tenant=tenant, email=tenant.email, invited_by=scene["staff"]
+    )
+    portal_services.tenant_invitation_accept(token=token, password=TENANT_PASSWORD)
+    context = browser.new_context(base_url=live_server.url, locale="en-GB", **PHONE)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto("/portal/login/")
+        page.get_by_label("Email").fill(tenant.email)
+        page.get_by_label("Password").fill(TENANT_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(re.compile(r"/portal/$"))
+
+        page.goto(f"/portal/pay/?invoice={november.pk}")
+        expect(page.locator("#sepa-mandate")).to_be_hidden()
+        page.get_by_label("SEPA Direct Debit").check()
+        expect(page.locator("#card-element")).to_be_hidden()
+        expect(page.locator("#sepa-mandate")).to_contain_text(
+            "you authorise (A) Acme Lettings and Stripe"
+        )
+        expect(page.get_by_label("Account holder")).to_have_value("Ada Tenant")
+        page.locator("#iban-input").fill("DE62 3704 0044 0532 0130 01")
+        shoot(page, "sepa-phone")
+        page.get_by_role("button", name="Pay now").click()
+        expect(page).to_have_url(re.compile(r"/portal/payments/\d+/$"))
+        status = page.locator("#payment-status")
+        expect(status).to_contain_text(re.compile("Processing|Payment failed"))
+        if "Processing" in status.inner_text():
+            expect(status).to_contain_text("Bank debits take a few business days")
+            shoot(page, "sepa-processing-phone")
+        # localstripe returns this IBAN's debit; the page reloads with the result.
+        expect(status).to_contain_text("Payment failed", timeout=20_000)
+        expect(status).to_contain_text("Your card was declined.")  # localstripe's words
+        expect(status).to_contain_text("Your bank did not pay this debit")
+        shoot(page, "sepa-failed-phone")
+        failed = Payment.objects.get(tenant=tenant, invoice=november)
+        assert (failed.method, failed.status) == (Method.SEPA_DEBIT, PaymentStatus.FAILED)
+        assert not LedgerTransaction.objects.filter(
+            landlord=landlord, document_kind="payment", document_id=failed.pk
+        ).exists()
+
+        page.goto(f"/portal/pay/?invoice={december.pk}")
+        page.get_by_label("SEPA Direct Debit").check()
+        page.locator("#iban-input").fill("DE89370400440532013000")
+        page.get_by_role("button", name="Pay now").click()
+        expect(page).to_have_url(re.compile(r"/portal/payments/\d+/$"))
+        expect(page.locator("#payment-status")).to_contain_text("Payment received", timeout=20_000)
+        paid = Payment.objects.get(tenant=tenant, invoice=december)
+        assert paid.method == Method.SEPA_DEBIT
+        assert invoice_statuses(
+            landlord=landlord, invoices=[november, december], today=december.issue_date
+        ) == {november.pk: "overdue", december.pk: "paid"}
+        assert ledger_verify(landlord=landlord).ok
+    finally:
+        context.close()
