@@ -66,6 +66,10 @@ DEFAULT_RULES = PolicyRules(
         StepRule(14, "final_notice", "both"),
         StepRule(21, "escalate", "none"),
     ),
+    # A flat 25.00 in the invoice's currency, at most 50.00 of fees per invoice.
+    fee_kind="flat",
+    fee_flat_minor=2_500,
+    max_fee_minor=5_000,
     retry_days=(1, 3, 5, 7),
 )
 

@@ -247,6 +247,26 @@ def _decorate(*, landlord: Landlord, rows: list[ArrearsRow], today: date) -> Non
             row.no_more_steps = found is False
 
 
+def policy_rules(policy: DunningPolicy) -> rules.PolicyRules:
+    """The pure-rules view of a stored policy (what the engine and preview use)."""
+    return rules.PolicyRules(
+        steps=tuple(
+            rules.StepRule(s.offset_days, s.action, s.channels) for s in policy.steps.all()
+        ),
+        send_window_start=policy.send_window_start,
+        send_window_end=policy.send_window_end,
+        fee_kind=policy.fee_kind,
+        fee_flat_minor=policy.fee_flat_minor,
+        fee_percent_bp=policy.fee_percent_bp,
+        fee_tiers=tuple((int(t), int(f)) for t, f in policy.fee_tiers or ()),
+        daily_fee_minor=policy.daily_fee_minor,
+        daily_fee_cap_minor=policy.daily_fee_cap_minor,
+        min_overdue_minor=policy.min_overdue_minor,
+        max_fee_minor=policy.max_fee_minor,
+        retry_days=tuple(policy.retry_days or ()),
+    )
+
+
 # --- what happens next -------------------------------------------------------------------
 
 
@@ -256,8 +276,6 @@ def policy_rules_by_lease(
     """The rules each lease follows (its assignment, else the default policy), read only:
     a landlord whose default policy was never created gets the built-in rules the
     engine would create on its first tick."""
-    from dunning.services import _default_rules, policy_rules
-
     lease_ids = set(lease_ids)
     default = (
         DunningPolicy.objects.for_landlord(landlord)
@@ -265,7 +283,7 @@ def policy_rules_by_lease(
         .prefetch_related("steps")
         .first()
     )
-    default_rules = policy_rules(default) if default is not None else _default_rules()
+    default_rules = policy_rules(default) if default is not None else rules.DEFAULT_RULES
     assigned = {
         a.lease_id: policy_rules(a.policy)
         for a in DunningPolicyAssignment.objects.for_landlord(landlord)

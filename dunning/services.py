@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -44,6 +44,7 @@ from dunning.models import (
     StepStatus,
     TenantDunning,
 )
+from dunning.selectors import policy_rules
 from invoices import services as invoice_services
 from invoices.models import (
     Channel,
@@ -100,31 +101,6 @@ NOTICE_KINDS = set(messages.KINDS)
 # --- policies -------------------------------------------------------------------------
 
 
-def policy_rules(policy: DunningPolicy) -> rules.PolicyRules:
-    """The pure-rules view of a stored policy (what the engine and preview use)."""
-    return rules.PolicyRules(
-        steps=tuple(
-            rules.StepRule(s.offset_days, s.action, s.channels) for s in policy.steps.all()
-        ),
-        send_window_start=policy.send_window_start,
-        send_window_end=policy.send_window_end,
-        fee_kind=policy.fee_kind,
-        fee_flat_minor=policy.fee_flat_minor,
-        fee_percent_bp=policy.fee_percent_bp,
-        fee_tiers=tuple((int(t), int(f)) for t, f in policy.fee_tiers or ()),
-        daily_fee_minor=policy.daily_fee_minor,
-        daily_fee_cap_minor=policy.daily_fee_cap_minor,
-        min_overdue_minor=policy.min_overdue_minor,
-        max_fee_minor=policy.max_fee_minor,
-        retry_days=tuple(policy.retry_days or ()),
-    )
-
-
-def _default_rules() -> rules.PolicyRules:
-    # A flat 25.00 (in the invoice's currency), at most 50.00 of fees per invoice.
-    return replace(rules.DEFAULT_RULES, fee_kind="flat", fee_flat_minor=2_500, max_fee_minor=5_000)
-
-
 def policy_default_get_or_create(*, landlord: Landlord) -> DunningPolicy:
     """The landlord's default policy, created from the built-in one on first use."""
     policy = DunningPolicy.objects.for_landlord(landlord).filter(is_default=True).first()
@@ -136,7 +112,7 @@ def policy_default_get_or_create(*, landlord: Landlord) -> DunningPolicy:
                 landlord=landlord,
                 policy=None,
                 name="Standard",
-                data=_default_rules(),
+                data=rules.DEFAULT_RULES,
                 is_default=True,
             )
     except IntegrityError:

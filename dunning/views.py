@@ -74,7 +74,7 @@ class PolicyListView(StaffView):
         return self.render(
             "dunning/policy_list.html",
             policies=policies,
-            builtin=services._default_rules() if not policies else None,
+            builtin=rules.DEFAULT_RULES if not policies else None,
             templates_customised=sum(
                 row.customised for row in selectors.template_list(landlord=self.landlord)
             ),
@@ -102,10 +102,10 @@ class PolicyFormView(StaffView):
     def get(self, request, pk: int | None = None):
         policy = self.get_policy()
         if policy is not None:
-            data = services.policy_rules(policy)
+            data = selectors.policy_rules(policy)
             form = PolicyForm(currency=self.currency(), policy=policy)
         else:
-            data = services._default_rules()
+            data = rules.DEFAULT_RULES
             has_any = selectors.policy_choices(landlord=self.landlord).exists()
             form = PolicyForm(
                 currency=self.currency(),
@@ -193,7 +193,7 @@ class PolicyDefaultView(StaffView):
                     landlord=self.landlord,
                     policy=policy,
                     name=policy.name,
-                    data=services.policy_rules(policy),
+                    data=selectors.policy_rules(policy),
                     make_default=True,
                     actor=request.user,
                 )

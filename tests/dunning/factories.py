@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from dunning import rules
 from dunning.models import DunningPolicy, DunningStep
-from dunning.services import _default_rules, dunning_tick, policy_save
+from dunning.rules import DEFAULT_RULES
+from dunning.services import dunning_tick, policy_save
 from invoices.models import Invoice, Notification
 from invoices.notifications import notifications_retry_due
 from payments.models import Method, SavedPaymentMethod, StripeCustomer
@@ -78,7 +79,7 @@ def other_landlord_world(other: Landlord) -> Invoice:
 
 def policy(landlord: Landlord, **changes) -> DunningPolicy:
     """The landlord's default policy: the built-in one with `changes`."""
-    data = replace(_default_rules(), **changes)
+    data = replace(DEFAULT_RULES, **changes)
     existing = DunningPolicy.objects.for_landlord(landlord).filter(is_default=True).first()
     return policy_save(
         landlord=landlord, policy=existing, name="Standard", data=data, make_default=True
