@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from dunning import messages, rules
@@ -61,6 +61,7 @@ from payments.models import (
     POSTED_STATUSES,
     Dispute,
     DisputeStatus,
+    Payment,
     PaymentStatus,
     SavedPaymentMethod,
 )
@@ -631,10 +632,26 @@ def _finish(step: DunningStep, *, status: str, detail: str, now: datetime) -> No
     step.save()
 
 
+def _payment_in_flight(invoice: Invoice) -> bool:
+    """Whether a payment towards this invoice (or the tenant's whole balance) is still
+    processing: a bank debit takes days, and until it settles the balance looks open.
+
+    Steps wait rather than act or skip: chasing or fining a tenant who has paid is
+    wrong, charging autopay again would debit twice, and if the debit fails the steps
+    due meanwhile are taken on the next tick (only the latest notice of them)."""
+    return (
+        Payment.objects.filter(tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING)
+        .filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
+        .exists()
+    )
+
+
 def _take(invoice_id: int, planned: Planned, *, now: datetime) -> str:
     """Take one non-payment step in one transaction; returns what happened."""
     with transaction.atomic():
         invoice = _lock(invoice_id)
+        if _payment_in_flight(invoice):
+            return "waiting"
         step = _claim(invoice, planned, status=StepStatus.DONE)
         if step is None:
             return "taken"
@@ -911,6 +928,8 @@ def _attempt(invoice_id: int, planned: Planned, *, now: datetime) -> str:
                 )
                 return "failed"
         else:
+            if _payment_in_flight(invoice):
+                return "waiting"
             step = _claim(invoice, planned, status=StepStatus.PENDING)
             if step is None:
                 return "taken"
