@@ -237,6 +237,8 @@ def _row_streams(n: int):
                 "lease_id": i,
                 "tenant_id": i,
                 "billing_run_id": 1,
+                "kind": "rent",
+                "adjusts_id": None,
                 "period_start": start,
                 "period_end": end,
                 "issue_date": start,

@@ -123,10 +123,10 @@ def dataset_create(shape: Shape) -> None:
         cur.execute(
             """
             INSERT INTO tenants_tenant (id, created_at, updated_at, full_name, email, phone,
-                language, landlord_id, user_id)
+                language, timezone, landlord_id, user_id)
             OVERRIDING SYSTEM VALUE
             SELECT tenant_id, now(), now(), 'Renter ' || tenant_id,
-                   'renter' || tenant_id || '@bench.test', '', 'en', landlord_id, NULL
+                   'renter' || tenant_id || '@bench.test', '', 'en', '', landlord_id, NULL
               FROM bench_lease_tenant ORDER BY tenant_id
             """
         )

@@ -44,7 +44,7 @@ from bench.common import (
     timed,
 )
 from invoices import services
-from invoices.models import BillingRun, BillingRunStatus, Invoice
+from invoices.models import BillingRunStatus, Invoice
 from ledger.selectors import ledger_verify
 from tenants.models import Landlord, Lease
 
@@ -200,9 +200,15 @@ def _run_period(worker: CeleryWorker, shape: billing_data.Shape, timeout: float,
     started = time.perf_counter()
     services.billing_runs_start_due(now=NOW)
     dispatched = time.perf_counter() - started
-    runs = BillingRun.objects.filter(period_start=PERIOD, landlord__slug__startswith="bench-")
+    # A plain query: the poll runs 20 times a second on the box the run is measured on.
+    poll = (
+        "SELECT count(*) FROM invoices_billingrun r JOIN tenants_landlord l"
+        " ON l.id = r.landlord_id AND l.slug LIKE 'bench-%%'"
+        " WHERE r.period_start = %s AND r.status = %s"
+    )
     while True:
-        done = runs.filter(status=BillingRunStatus.COMPLETED).count()
+        with raw_cursor() as cur:
+            done = cur.execute(poll, [PERIOD, BillingRunStatus.COMPLETED]).fetchone()[0]
         if done == shape.landlords:
             break
         if time.perf_counter() - started > timeout:

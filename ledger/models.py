@@ -6,9 +6,10 @@ balance is the plain sum of its entries, so an asset (receivable, bank) normally
 a positive balance and a liability or income account (tenant credit, rent income)
 a negative one. Per-tenant receivable positive = the tenant owes money.
 
-PostgreSQL enforces the rules that matter (migration 0002): entries and transactions
-cannot be updated or deleted, and at commit every transaction must have at least two
-entries that balance per currency and must continue its landlord's hash chain.
+PostgreSQL enforces the rules that matter (migrations 0002-0004): entries and
+transactions cannot be updated or deleted, accounts cannot be deleted or re-keyed, and
+at commit every transaction must have at least two entries that balance per currency,
+on existing accounts of its landlord, and must continue its landlord's hash chain.
 Higher-level documents (invoices, payments) are named by `document_kind` +
 `document_id`; the ledger never imports the apps above it.
 """
@@ -227,11 +228,16 @@ class LedgerTransaction(AppendOnlyModel):
 class LedgerEntry(AppendOnlyModel):
     """One signed amount on one account: debit positive, credit negative, never zero."""
 
+    # `transaction` and `account` have no FK constraint, to keep bulk posts fast (an FK
+    # check is a per-row trigger and a row lock): the commit check (migration 0004)
+    # requires every entry's transaction and account to exist and to be its landlord's,
+    # transactions can never be deleted or updated (migration 0002) and accounts never
+    # deleted nor re-keyed (migration 0004), so no entry can lose its parent later.
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="entries", db_constraint=False
     )
     # No FK constraint or index of its own, to keep bulk posts fast: the commit check
-    # (migrations 0002-0003) requires it to equal the transaction's landlord, which has both.
+    # (migrations 0002-0004) requires it to equal the transaction's landlord, which has both.
     landlord = models.ForeignKey(
         "tenants.Landlord",
         on_delete=models.PROTECT,
@@ -239,7 +245,9 @@ class LedgerEntry(AppendOnlyModel):
         db_index=False,
         db_constraint=False,
     )
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="entries", db_constraint=False
+    )
     amount_minor = models.BigIntegerField(help_text=_("Debit positive, credit negative"))
     currency = CurrencyField()
     tenant = models.ForeignKey(

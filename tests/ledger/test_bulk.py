@@ -175,3 +175,71 @@ def test_document_balances_follow_bulk_posted_invoices(books, other_books):
     assert document_balances(
         landlord=books.landlord, document_kind="invoice", document_ids=[1, 2]
     ) == {1: {"EUR": 1_000}, 2: {"EUR": 1_000}}
+
+
+def _posting(books, n: int, amount: int = 1_000):
+    from ledger.hashing import EntryContent
+    from ledger.services import Posting
+
+    cur, tenant_id = books.currency, books.tenant.pk
+    return Posting(
+        f"invoice:{n}:issue",
+        WHEN,
+        f"Invoice {n}",
+        "invoice",
+        n,
+        [
+            EntryContent("receivable", cur, tenant_id, amount, cur, tenant_id, None, "invoice", n),
+            EntryContent("rent_income", cur, None, -amount, cur, tenant_id, None, "invoice", n),
+        ],
+    )
+
+
+def test_posting_by_account_key_writes_the_same_chain_as_posting_by_account(books):
+    from ledger.services import postings_post_bulk
+
+    created = postings_post_bulk(
+        landlord=books.landlord, postings=[_posting(books, i) for i in (1, 2, 3)]
+    )
+
+    assert created == 3
+    assert tenant_balance(landlord=books.landlord, tenant=books.tenant) == {"EUR": 3_000}
+    assert ledger_verify(landlord=books.landlord).ok
+    assert LedgerHead.objects.get(landlord=books.landlord).last_seq == 3
+
+
+def test_posting_by_account_key_skips_existing_keys_and_refuses_changed_content(books):
+    from ledger.services import postings_post_bulk
+
+    postings_post_bulk(landlord=books.landlord, postings=[_posting(books, 1)])
+
+    assert postings_post_bulk(landlord=books.landlord, postings=[_posting(books, 1)]) == 0
+    with pytest.raises(ValidationError, match="already used for a different posting"):
+        postings_post_bulk(landlord=books.landlord, postings=[_posting(books, 1, amount=5)])
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 1
+
+
+def test_posting_by_account_key_refuses_an_unbalanced_posting_and_another_landlords_tenant(
+    books, other_books
+):
+    from ledger.hashing import EntryContent
+    from ledger.services import Posting, postings_post_bulk
+
+    good = _posting(books, 1)
+    unbalanced = good._replace(entries=[good.entries[0], good.entries[1]._replace(amount_minor=-1)])
+    with pytest.raises(ValidationError, match="does not balance"):
+        postings_post_bulk(landlord=books.landlord, postings=[unbalanced])
+    theirs = other_books.tenant.pk
+    foreign = Posting(
+        "x",
+        WHEN,
+        "",
+        "",
+        None,
+        [
+            EntryContent("bank", "EUR", None, 5, "EUR", theirs, None, "", None),
+            EntryContent("rent_income", "EUR", None, -5, "EUR", theirs, None, "", None),
+        ],
+    )
+    with pytest.raises(ValidationError, match="No tenant"):
+        postings_post_bulk(landlord=books.landlord, postings=[foreign])

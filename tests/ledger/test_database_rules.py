@@ -203,3 +203,52 @@ def test_a_full_reset_of_all_ledger_tables_is_allowed(books):
             " ledger_account"
         )
     assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_entry_of_a_transaction_that_does_not_exist_fails_the_commit_checks(books):
+    """Entries have no FK to their transaction: the commit check stands in for it."""
+    txn = post_charge(books, 100, key="c1")
+    check_now()
+    with pytest.raises(IntegrityError, match="does not exist"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO ledger_ledgerentry (transaction_id, landlord_id, account_id,"
+                " amount_minor, currency, document_kind) VALUES (%s, %s, %s, 5, 'EUR', '')",
+                [txn.pk + 1_000_000, books.landlord.pk, books.bank.pk],
+            )
+        check_now()
+
+
+@pytest.mark.django_db
+def test_an_entry_on_an_account_that_does_not_exist_fails_the_commit_checks(books):
+    txn = insert_raw_transaction(books.landlord, [(books.receivable, 100), (books.bank, -100)])
+    check_now()
+    with pytest.raises(IntegrityError, match="another landlord"), transaction.atomic():
+        for account_id, amount in ((books.bank.pk, 7), (books.bank.pk + 1_000_000, -7)):
+            LedgerEntry.objects.create(
+                transaction=txn,
+                landlord=books.landlord,
+                account_id=account_id,
+                amount_minor=amount,
+                currency="EUR",
+            )
+        check_now()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM ledger_account WHERE id = %s",
+        "UPDATE ledger_account SET currency = 'USD' WHERE id = %s",
+        "UPDATE ledger_account SET id = id + 1000000 WHERE id = %s",
+    ],
+)
+def test_an_account_cannot_be_deleted_or_rekeyed(books, sql):
+    with (
+        pytest.raises(IntegrityError, match="ledger_account"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, [books.bank.pk])
