@@ -4,9 +4,10 @@
    only accepts a full reset), one landlord with `--tenants` leases (bench.billing_data),
    billed for January 2027, and a Stripe Payment (PaymentIntent id) per generated
    PaymentIntent, so the events match.
-2. Start the production web server setup (gunicorn, `--workers 3` sync workers like
-   deploy/run.py, bound to 127.0.0.1 on a free port) and a real Celery worker, both on
-   that database and a dedicated Redis database.
+2. Start the production web server setup (gunicorn, `--workers 2 --worker-class
+   gthread --threads 4` like deploy/run.py, bound to 127.0.0.1 on a free port) and a
+   real Celery worker, both on that database and a dedicated Redis database (the
+   webhook queues drain tasks there, and keeps its "drain queued" flag in the cache).
 3. Baseline: the same POSTs with a wrong signature (refused with 400 after the
    signature check, before any query): the cost of HTTP + Django + HMAC alone.
 4. Post `--events` signed deliveries, a realistic mix (payment_intent.processing /
@@ -60,9 +61,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--events", type=int, default=20_000, help="deliveries to POST")
     parser.add_argument("--tenants", type=int, default=500)
     parser.add_argument("--senders", type=int, default=12, help="concurrent sender threads")
-    parser.add_argument("--web-workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument(
-        "--web-threads", type=int, default=0, help="gunicorn gthread threads (0: sync workers)"
+        "--web-threads", type=int, default=4, help="gunicorn gthread threads (0: sync workers)"
     )
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument(

@@ -28,8 +28,14 @@ PROCESSES = {
         "billing_site.wsgi",
         "--bind",
         f"0.0.0.0:{PORT}",
+        # Threads keep client connections alive (Stripe reuses them) and overlap
+        # database waits; two processes for two cores (`manage.py bench webhooks`).
         "--workers",
-        "3",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
         "--access-logfile",
         "-",
     ],

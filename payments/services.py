@@ -1664,7 +1664,9 @@ def _payment_for_intent(*, pi: dict, landlord: Landlord | None) -> Payment:
         raise _Unmatched(f"PaymentIntent {pi_id} belongs to another landlord", landlord)
     if meta_landlord is not None and meta_landlord != payment.landlord_id:
         raise _Unmatched(f"PaymentIntent {pi_id} metadata names another landlord", landlord)
-    _lock_tenant(payment.tenant_id)  # before any posting: the lock order
+    if pi.get("status") == "succeeded":
+        # Before the posting: the lock order. Other states only touch the payment row.
+        _lock_tenant(payment.tenant_id)
     return payment
 
 
@@ -2070,35 +2072,125 @@ def stripe_event_process(*, event_id: str) -> StripeEvent | None:
     savepoint; the status and error are kept). Processed and ignored events are left
     alone, so any number of calls has the effect of one."""
     with transaction.atomic():
-        event = StripeEvent.objects.select_for_update().filter(event_id=event_id).first()
+        event = _events_for_processing().filter(event_id=event_id).first()
         if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
             return event
-        event.attempts += 1
-        try:
-            with transaction.atomic():
-                outcome = _dispatch(event)
-        except _Unmatched as exc:
-            event.status = EventStatus.UNMATCHED
-            event.landlord = exc.landlord
-            event.error = str(exc)[:2000]
-        except Exception as exc:
-            log.exception("Stripe event %s (%s) failed", event.event_id, event.type)
-            event.status = EventStatus.FAILED
-            # Keep whose event it is, so the landlord's event log shows the failure
-            # and its Reprocess button.
-            event.landlord = event.landlord or _landlord_hint(event)
-            tail = "".join(traceback.format_exception(exc, limit=-3))
-            event.error = f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
-        else:
-            event.status = outcome.status
-            if outcome.landlord is not None:
-                event.landlord = outcome.landlord
-            event.error = ""
-        event.processed_at = timezone.now()
-        event.save(
-            update_fields=["status", "landlord", "error", "attempts", "processed_at", "updated_at"]
-        )
+        _event_apply(event)
     return event
+
+
+def _events_for_processing():
+    # The raw body is for people and for replays; processing reads the parsed payload.
+    return StripeEvent.objects.select_for_update().defer("raw_body")
+
+
+def _event_apply(event: StripeEvent) -> None:
+    """Run the handler of a locked event and record the outcome on its row (inside the
+    caller's transaction)."""
+    event.attempts += 1
+    try:
+        with transaction.atomic():
+            outcome = _dispatch(event)
+    except _Unmatched as exc:
+        event.status = EventStatus.UNMATCHED
+        event.landlord = exc.landlord
+        event.error = str(exc)[:2000]
+    except Exception as exc:
+        log.exception("Stripe event %s (%s) failed", event.event_id, event.type)
+        event.status = EventStatus.FAILED
+        # Keep whose event it is, so the landlord's event log shows the failure
+        # and its Reprocess button.
+        event.landlord = event.landlord or _landlord_hint(event)
+        tail = "".join(traceback.format_exception(exc, limit=-3))
+        event.error = f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
+    else:
+        event.status = outcome.status
+        if outcome.landlord is not None:
+            event.landlord = outcome.landlord
+        event.error = ""
+    event.processed_at = timezone.now()
+    event.save(
+        update_fields=["status", "landlord", "error", "attempts", "processed_at", "updated_at"]
+    )
+
+
+# A drain stops after this many events or seconds and queues its successor, so one
+# task never holds a worker process for long (billing chunks share the workers).
+DRAIN_MAX_EVENTS = 2_000
+DRAIN_MAX_SECONDS = 30.0
+# "A drain is queued and has not started yet": while set, new events need no task of
+# their own. Expires in case the queued drain is lost; the sweep is the backstop.
+DRAIN_FLAG_SECONDS = 30
+
+
+def _drain_flag_key() -> str:
+    # Per database: test runs and benchmarks share the Redis server.
+    return f"stripe-events:drain-queued:{connection.settings_dict['NAME']}"
+
+
+def stripe_events_drain(
+    *, max_events: int = DRAIN_MAX_EVENTS, max_seconds: float = DRAIN_MAX_SECONDS
+) -> int:
+    """Process received events, oldest first, each in its own transaction, until none
+    is left (or the budget is spent: then the next drain is queued). Returns how many
+    were processed.
+
+    Events are claimed with `FOR UPDATE SKIP LOCKED`, so drains running in parallel
+    share the work without waiting for each other's events; a drain that finds a
+    backlog queues a partner (at most one drain waits in the queue at any time, so
+    under load every worker process drains and no more). A failed event leaves
+    `received` (the sweep retries it with back-off), so a drain never loops on it.
+    The queued-flag is cleared *before* the first claim:
+    an event stored after that either finds the flag clear and queues a drain, or
+    finds it set by a drain that has not started, which will see it."""
+    from time import monotonic
+
+    from django.core.cache import cache
+
+    cache.delete(_drain_flag_key())
+    deadline = monotonic() + max_seconds
+    done = 0
+    while done < max_events:
+        with transaction.atomic():
+            event = (
+                _events_for_processing()
+                .select_for_update(skip_locked=True)
+                .filter(status=EventStatus.RECEIVED)
+                .order_by("status", "created_at")
+                .first()
+            )
+            if event is None:
+                return done
+            _event_apply(event)
+        done += 1
+        if done == 2:
+            # A backlog: ask for a partner, so every worker process can join in.
+            _drain_request()
+        if monotonic() > deadline:
+            break
+    _drain_request()
+    return done
+
+
+def _drain_request() -> None:
+    """After new events were stored: make sure a drain will run. One Redis round trip
+    (SET NX) per event; a task only when no drain is queued. If Redis is unreachable
+    the events stay `received` and the sweep queues them."""
+    from django.core.cache import cache
+
+    from payments.tasks import stripe_events_drain as task
+
+    key = _drain_flag_key()
+    try:
+        if not cache.add(key, 1, timeout=DRAIN_FLAG_SECONDS):
+            return
+        task.delay()
+    except Exception:
+        log.warning("Could not queue the Stripe event drain; the sweep will", exc_info=True)
+        try:
+            cache.delete(key)  # so the next event tries again
+        except Exception:
+            log.debug("Could not clear the drain flag", exc_info=True)
 
 
 def _enqueue(event_ids: Iterable[str]) -> None:
@@ -2106,6 +2198,16 @@ def _enqueue(event_ids: Iterable[str]) -> None:
 
     for event_id in event_ids:
         task.delay(event_id=event_id)
+
+
+def _processing_request(event_id: str) -> None:
+    from payments.tasks import stripe_event_process as task
+
+    if task.app.conf.task_always_eager:
+        # No broker (tests, a shell): nothing to batch; process this event inline.
+        _enqueue([event_id])
+    else:
+        _drain_request()
 
 
 # The webhook's single statement: store the event unless its id is known.
@@ -2138,7 +2240,7 @@ def stripe_event_store(*, event: dict, raw_body: str, enqueue: bool = True) -> b
         inserted = cursor.fetchone() is not None
     if inserted and enqueue:
         event_id = event["id"]
-        transaction.on_commit(lambda: _enqueue([event_id]))
+        transaction.on_commit(lambda: _processing_request(event_id))
     return inserted
 
 

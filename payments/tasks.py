@@ -14,6 +14,13 @@ def stripe_event_process(*, event_id: str) -> str | None:
     return event.status if event else None
 
 
+@shared_task(autoretry_for=(Exception,), retry_backoff=5, retry_backoff_max=300, max_retries=5)
+def stripe_events_drain() -> int:
+    # Every event is its own transaction; a retry after an infrastructure failure
+    # starts again from the oldest event still received.
+    return services.stripe_events_drain()
+
+
 @shared_task
 def stripe_events_sweep() -> int:
     return services.stripe_events_sweep(now=timezone.now())

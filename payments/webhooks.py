@@ -3,8 +3,10 @@
 A delivery with a missing or wrong signature, or a timestamp outside the tolerance,
 is refused with 400 before anything is written; a verified event is inserted under
 its unique Stripe id with one statement (`ON CONFLICT DO NOTHING`, so a duplicate
-delivery is a no-op 200) and processed later by a task queued after commit. No other
-query runs here: Stripe waits for our answer (STYLE.md, "Webhooks").
+delivery is a no-op 200) and processed later, after commit, by a drain task that
+works through every received event (services.stripe_events_drain: one Redis SET NX
+per event, a task only when none is queued). No other query runs here: Stripe waits
+for our answer (STYLE.md, "Webhooks").
 """
 
 from __future__ import annotations

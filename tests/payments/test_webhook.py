@@ -140,3 +140,80 @@ def test_an_event_for_an_unknown_connected_account_is_kept_as_unmatched(deliver)
     stored = StripeEvent.objects.get(event_id=event["id"])
     assert stored.status == EventStatus.UNMATCHED
     assert "acct_unknown" in stored.error
+
+
+# --- processing with a broker: drains -------------------------------------------------
+
+
+@pytest.fixture
+def drains_queued(monkeypatch):
+    """The drain tasks a webhook would queue (with a real broker), not run."""
+    from django.core.cache import cache
+
+    from payments import services
+    from payments.tasks import stripe_events_drain
+
+    queued: list[None] = []
+    monkeypatch.setattr(stripe_events_drain, "delay", lambda: queued.append(None))
+    cache.delete(services._drain_flag_key())
+    yield queued
+    cache.delete(services._drain_flag_key())
+
+
+def store(event) -> None:
+    from payments import services
+
+    services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+
+
+def test_a_drain_processes_every_received_event_and_leaves_the_rest(drains_queued):
+    from payments import services
+
+    new = [ping(), ping("plan.created"), ping()]
+    for event in new:
+        store(event)
+    done = ping()
+    store(done)
+    StripeEvent.objects.filter(event_id=done["id"]).update(status=EventStatus.PROCESSED)
+
+    assert services.stripe_events_drain() == 3
+    statuses = dict(StripeEvent.objects.values_list("event_id", "status"))
+    assert {statuses[e["id"]] for e in new} == {EventStatus.IGNORED}
+    assert statuses[done["id"]] == EventStatus.PROCESSED
+    assert set(StripeEvent.objects.values_list("attempts", flat=True)) == {0, 1}
+    assert services.stripe_events_drain() == 0
+
+
+def test_new_events_queue_one_drain_until_it_starts(drains_queued):
+    from payments import services
+
+    for _ in range(3):
+        services._drain_request()
+    assert len(drains_queued) == 1
+    services.stripe_events_drain()  # starting clears the flag
+    services._drain_request()
+    assert len(drains_queued) == 2
+
+
+def test_a_drain_with_a_backlog_queues_a_partner_and_stops_at_its_budget(drains_queued):
+    from payments import services
+
+    for _ in range(5):
+        store(ping())
+    assert services.stripe_events_drain(max_events=3) == 3
+    assert len(drains_queued) == 1  # the partner (the successor finds it queued already)
+    assert StripeEvent.objects.filter(status=EventStatus.RECEIVED).count() == 2
+
+
+def test_when_the_broker_is_down_the_event_waits_for_the_sweep(monkeypatch, drains_queued):
+    from payments import services
+    from payments.tasks import stripe_events_drain
+
+    def down():
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(stripe_events_drain, "delay", down)
+    services._drain_request()  # logged, not raised: the webhook still answers 200
+    monkeypatch.setattr(stripe_events_drain, "delay", lambda: drains_queued.append(None))
+    services._drain_request()  # the flag was cleared, so the next event tries again
+    assert len(drains_queued) == 1
