@@ -63,7 +63,14 @@ def test_pages_fit_phone_and_desktop(app: Page, open_phone, artifacts):
         .order_by("-n", "pk")
         .first()
     )
-    pages = [("/app/", "home"), (f"/app/leases/{lease.pk}/", "lease-detail")]
+    pages = [
+        ("/app/", "home"),
+        (f"/app/leases/{lease.pk}/", "lease-detail"),
+        ("/app/arrears/", "arrears"),
+        ("/app/dunning/", "dunning-policies"),
+        ("/app/dunning/policies/new/", "dunning-policy-form"),
+        ("/app/dunning/messages/overdue_notice/de/", "dunning-message-form"),
+    ]
     for page, device in ((phone, "phone"), (desktop, "desktop")):
         for path, name in pages:
             page.goto(path)
