@@ -74,6 +74,12 @@ def add_arguments(parser) -> None:
         help=f"experiment: leases per chunk task (default: services.CHUNK_SIZE, {services.CHUNK_SIZE})",
     )
     parser.add_argument(
+        "--task-leases",
+        type=int,
+        help="experiment: leases per Celery task, small landlords' chunks packed together "
+        f"(default: services.TASK_LEASES, {services.TASK_LEASES}; 1 = one chunk per task)",
+    )
+    parser.add_argument(
         "--db-reuse-max",
         type=int,
         help="experiment: keep each worker's database connection for N tasks "
@@ -94,6 +100,7 @@ def run(
     reset: bool,
     db_reuse_max: int | None = None,
     chunk_size: int | None = None,
+    task_leases: int | None = None,
     **_options,
 ) -> dict:
     if leases <= 0 or landlords <= 0 or leases % landlords:
@@ -102,6 +109,8 @@ def run(
     settings.DEBUG = False  # no query log: it costs time and memory at this volume
     if chunk_size:
         services.CHUNK_SIZE = chunk_size  # read by billing_runs_start_due at dispatch
+    if task_leases:
+        services.TASK_LEASES = task_leases  # read by the dispatch in this process
     broker = redis_url(redis_db)
     celery_use_broker(broker)
     phases: dict[str, float] = {}
@@ -184,6 +193,7 @@ def run(
         "worker_concurrency": concurrency,
         "worker_db_reuse_max": db_reuse_max,
         "chunk_size": services.CHUNK_SIZE,
+        "task_leases": services.TASK_LEASES,
         "worker_errors": _count_errors(worker.log_path),
         "checks": checks,
         "dataset_built": built,

@@ -128,7 +128,8 @@ def test_sigkilled_worker_still_bills_every_lease_exactly_once(fault_broker, cel
     landlords = [_portfolio(*spec) for spec in LANDLORDS]
     seeded = time.monotonic()
 
-    # The month starts: every landlord's run, 25 chunks of 200 leases each, queued on commit.
+    # The month starts: every landlord's run, 25 chunks of 200 leases each, queued on commit
+    # in tasks of TASK_LEASES leases.
     for landlord in landlords:
         with transaction.atomic():
             run, chunks = services.billing_run_start(
@@ -140,7 +141,8 @@ def test_sigkilled_worker_still_bills_every_lease_exactly_once(fault_broker, cel
             )
             services.billing_run_dispatch(run=run, chunks=chunks)
         assert run.leases_due == LEASES_PER_LANDLORD
-    assert fault_broker.queue_length() == TOTAL_LEASES // CHUNK_SIZE
+    # Five chunks of 200 leases (one landlord's, each its own transaction) per task.
+    assert fault_broker.queue_length() == TOTAL_LEASES // services.TASK_LEASES
 
     # Kill the worker at random moments while it bills, restarting it each time. If no
     # random kill caught a chunk's transaction open, the last one waits for one.

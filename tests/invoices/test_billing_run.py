@@ -4,12 +4,12 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from invoices import services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
 from ledger.selectors import document_balance, ledger_verify, trial_balance
-from tenants.models import ChargeFrequency, ChargeKind
+from tenants.models import AuditEvent, ChargeFrequency, ChargeKind
 from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
 
 DEC = date(2026, 12, 1)
@@ -259,3 +259,94 @@ def test_voiding_a_paid_invoice_keeps_the_money_as_tenant_credit(landlord, portf
     assert account_balance(account=credit) == -40_000  # held for the tenant
     assert trial_balance(landlord=landlord).totals == {"EUR": 0}
     assert ledger_verify(landlord=landlord).ok
+
+
+def test_small_chunks_are_packed_into_tasks_of_at_most_task_leases():
+    chunks = [(1, [1, 2]), (2, [3, 4, 5]), (3, [6]), (4, list(range(10, 20))), (5, [7])]
+    assert services._chunks_pack(chunks, limit=6) == [
+        [(1, [1, 2]), (2, [3, 4, 5]), (3, [6])],
+        [(4, list(range(10, 20)))],  # bigger than the limit: a task of its own
+        [(5, [7])],
+    ]
+
+
+def test_the_tick_queues_small_landlords_chunks_together(
+    db, django_capture_on_commit_callbacks, monkeypatch
+):
+    from invoices import tasks
+
+    owners = [LandlordFactory(timezone="Europe/Berlin") for _ in range(3)]
+    for owner in owners:
+        for _ in range(2):
+            ChargeFactory(lease__unit__property__landlord=owner, lease__start_date=date(2026, 1, 1))
+    queued = []
+    monkeypatch.setattr(
+        tasks.billing_run_process_chunks_task,
+        "apply_async",
+        lambda kwargs, **options: queued.append(kwargs),
+    )
+    tick(django_capture_on_commit_callbacks, datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    assert len(queued) == 1
+    runs = {run.pk: run for run in BillingRun.objects.filter(period_start=DEC)}
+    assert sorted(run_id for run_id, _ids in queued[0]["chunks"]) == sorted(runs)
+    assert all(len(ids) == 2 for _run_id, ids in queued[0]["chunks"])
+    started = AuditEvent.objects.filter(action="billing_run.start", object_type="BillingRun")
+    assert sorted(started.values_list("landlord_id", "object_id")) == sorted(
+        (run.landlord_id, str(run.pk)) for run in runs.values()
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.billing_run_process_chunks_task.apply(kwargs=queued[0]).get() == 6
+    assert Invoice.objects.filter(period_start=DEC).count() == 6
+    assert Notification.objects.count() == 6
+    for run in runs.values():
+        run.refresh_from_db()
+        assert (run.status, run.invoices_created) == ("completed", 2)
+    # The same message again (redelivered after a lost ack) writes nothing.
+    assert tasks.billing_run_process_chunks_task.apply(kwargs=queued[0]).get() == 0
+    assert Invoice.objects.filter(period_start=DEC).count() == 6
+
+
+def test_a_failing_chunk_rolls_back_alone_and_only_it_is_retried(
+    landlord, other_landlord, portfolio, monkeypatch
+):
+    from invoices import tasks
+
+    started = [
+        services.billing_run_start(landlord=owner, period_start=DEC, as_of=END_OF_DEC)
+        for owner in (landlord, other_landlord)
+    ]
+    chunks = [[run.pk, chunk] for run, run_chunks in started for chunk in run_chunks]
+    real = services.billing_run_process_chunk
+    calls = []
+
+    def flaky(*, run_id, lease_ids, **kwargs):
+        calls.append(run_id)
+        if run_id == started[0][0].pk and calls.count(run_id) == 1:
+            with transaction.atomic():  # the chunk is written, then fails before commit
+                real(run_id=run_id, lease_ids=lease_ids, **kwargs)
+                raise RuntimeError("connection lost")
+        return real(run_id=run_id, lease_ids=lease_ids, **kwargs)
+
+    monkeypatch.setattr(services, "billing_run_process_chunk", flaky)
+    result = tasks.billing_run_process_chunks_task.apply(kwargs={"chunks": chunks})
+    assert result.successful(), result.traceback
+    # The other landlord's chunk ran once; the failed one ran again, alone.
+    assert calls == [started[0][0].pk, started[1][0].pk, started[0][0].pk]
+    # 5 of the landlord's leases; 3 of the other's (2 have no charges: errors).
+    assert Invoice.objects.filter(period_start=DEC).count() == 5 + 3
+    numbers = sorted(
+        int(n.rsplit("-", 1)[1])
+        for n in Invoice.objects.filter(landlord=landlord).values_list("number", flat=True)
+    )
+    assert numbers == [1, 2, 3, 4, 5]
+
+
+def test_a_chunk_queued_by_the_one_chunk_task_name_still_bills(landlord, portfolio):
+    from invoices import tasks
+
+    run, chunks = services.billing_run_start(landlord=landlord, period_start=DEC, as_of=END_OF_DEC)
+    result = tasks.billing_run_process_chunk_task.apply(
+        kwargs={"run_id": run.pk, "lease_ids": chunks[0]}
+    )
+    assert result.get() == 5
