@@ -727,7 +727,9 @@ def _late_fee(invoice: Invoice, step: DunningStep, *, balance: int, now: datetim
     step.fee_invoice = fee_invoice
     lang = document_language(invoice.tenant.language)
     amount = format_money(fee_invoice.total_minor, fee_invoice.currency, lang)
-    detail = f"Charged {amount} ({fee_invoice.number})"
+    # The timeline is read by staff (the dashboard is English); the message by the tenant.
+    staff_amount = format_money(fee_invoice.total_minor, fee_invoice.currency, "en")
+    detail = f"Charged {staff_amount} ({fee_invoice.number})"
     if step.action != "daily_fee":
         sent = _queue_messages(
             invoice,
