@@ -31,6 +31,10 @@ def amount_text(minor: int | None, currency: str) -> str:
     return str(from_minor(int(minor), currency))
 
 
+# Far above any rent fee, far below the database's 64-bit limit.
+MAX_MINOR = 10**12
+
+
 class MoneyField(forms.CharField):
     """A decimal amount in `currency` → minor units (0 when left empty). A minus sign is
     kept, so `rules.validate` reports "must not be negative" on the field itself."""
@@ -51,11 +55,14 @@ class MoneyField(forms.CharField):
         if not text:
             return 0
         try:
-            return to_minor(text, self.currency)
+            minor = to_minor(text, self.currency)
         except ValueError:
             raise ValidationError(
                 f"Enter an amount in {self.currency}, like 25.00.", code="amount"
             ) from None
+        if abs(minor) > MAX_MINOR:
+            raise ValidationError("That amount is too large for a rent fee.", code="amount")
+        return minor
 
 
 class PercentField(forms.CharField):
@@ -133,7 +140,7 @@ class DaysField(forms.CharField):
     def clean(self, value) -> tuple[int, ...]:
         text = super().clean(value) or ""
         parts = [p for p in re.split(r"[,;\s]+", text) if p]
-        if not all(p.isdigit() and len(p) <= 3 for p in parts):
+        if not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
             raise ValidationError("Enter days as numbers separated by commas, e.g. 1, 3, 5, 7.")
         return tuple(int(p) for p in parts)
 
@@ -308,7 +315,9 @@ class PreviewForm(forms.Form):
             except ValueError:
                 self.add_error("sample_amount", f"Enter an amount in {self.currency}.")
             due = self.cleaned_data.get("sample_due") or due
-        return max(amount, 0), due
+        if not date(1900, 1, 1) <= due <= date(9000, 1, 1):
+            due = self.default_due  # the calendar ends near year 9999; the preview adds days
+        return min(max(amount, 0), MAX_MINOR), due
 
 
 class TemplateForm(forms.Form):

@@ -82,7 +82,6 @@ LOOKAHEAD = timedelta(days=-rules.MIN_OFFSET + 1)
 # Autopay without retries still charges if the due-day tick was missed, for this long.
 AUTOPAY_GRACE_DAYS = 3
 BATCH = 500
-MAX_DAILY_FEES_PER_TICK = 31
 FALLBACK_WINDOW = timedelta(days=7)
 
 OPEN_DISPUTES = (
@@ -518,15 +517,12 @@ def _daily_fee_plan(
         return []
     if taken.get(fee_step.key) is None:
         return []  # daily fees start the day after the late fee was dealt with
-    start = rules.step_day(invoice.due_date, fee_step.offset_days) + timedelta(days=1)
-    planned = []
-    day = start
-    while day <= today and len(planned) < MAX_DAILY_FEES_PER_TICK:
-        key = f"daily_fee@{day.isoformat()}"
-        if key not in taken:
-            planned.append(Planned(key, "daily_fee", day))
-        day += timedelta(days=1)
-    return planned
+    # Today's fee only: a day missed (no tick, or a debit in flight that later failed)
+    # is not charged afterwards in a burst of back-dated fee invoices.
+    if today <= rules.step_day(invoice.due_date, fee_step.offset_days):
+        return []
+    key = f"daily_fee@{today.isoformat()}"
+    return [] if key in taken else [Planned(key, "daily_fee", today)]
 
 
 def _payment_plan(
@@ -638,11 +634,15 @@ def _payment_in_flight(invoice: Invoice) -> bool:
 
     Steps wait rather than act or skip: chasing or fining a tenant who has paid is
     wrong, charging autopay again would debit twice, and if the debit fails the steps
-    due meanwhile are taken on the next tick (only the latest notice of them)."""
+    due meanwhile are taken on the next tick (only the latest notice of them).
+
+    An autopay attempt whose Stripe call is under way (its step still `pending`) counts
+    too: a late fee or a reminder must not race a charge that is about to succeed."""
     return (
         Payment.objects.filter(tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING)
         .filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
         .exists()
+        or DunningStep.objects.filter(invoice=invoice, status=StepStatus.PENDING).exists()
     )
 
 
@@ -1021,8 +1021,10 @@ def _work_invoice(invoice: Invoice, batch: _Batch, *, now: datetime, counts: Cou
                 log.exception("Dunning step %s on invoice %s failed", step.key, invoice.pk)
                 outcome = "error"
             counts[outcome] += 1
-            if step.is_payment and outcome in ("succeeded", "processing"):
-                return  # paid (or being paid): the remaining steps are moot
+            if step.is_payment and outcome in ("succeeded", "processing", "taken", "error"):
+                # Paid, being paid, or another tick's charge in flight: the remaining
+                # steps are moot or must wait for its outcome.
+                return
         if not attempted:
             return
         batch.steps[invoice.pk] = {
@@ -1069,7 +1071,7 @@ def _fallbacks(*, now: datetime, landlord: Landlord | None = None) -> Counter:
             if Notification.objects.filter(dedupe_key=f"dunning:{step.pk}:sms").exists():
                 continue
             balance = invoice_balances(landlord=invoice.landlord, invoices=[invoice])[invoice.pk]
-            if _stop_reason(invoice, balance=balance):
+            if _stop_reason(invoice, balance=balance) or _payment_in_flight(invoice):
                 continue
             kind = "late_fee" if step.action == "late_fee" else step.action
             if kind not in NOTICE_KINDS:

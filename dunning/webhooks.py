@@ -1,7 +1,8 @@
 """Delivery reports for dunning's messages: Twilio's SMS status callback.
 
-A report that a message failed marks its outbox row bounced (one service call), and the
-next dunning tick sends the step's fallback channel. The request must carry a valid
+A report that a message failed marks its outbox row bounced (one service call): the
+invoice and tenant timelines show it, and staff see the tenant did not get the text.
+(The fallback runs the other way, email → SMS, for steps that ask for it.) The request must carry a valid
 `X-Twilio-Signature` for the URL Twilio called; anything else gets 400 and changes
 nothing."""
 
