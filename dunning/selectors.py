@@ -386,7 +386,7 @@ def invoice_timeline(*, landlord: Landlord, invoice: Invoice) -> list[TimelineEn
     if invoice.kind == InvoiceKind.LATE_FEE:
         q = Q(fee_invoice_id=invoice.pk)
     else:
-        q = Q(invoice_id=invoice.pk) | Q(invoice__adjusts_id=invoice.pk)
+        q = Q(invoice_id=invoice.pk)
     steps = list(_steps(landlord).filter(q).order_by("created_at", "pk"))
     return _with_notifications(landlord=landlord, steps=steps)
 

@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from dunning import messages, rules
+from dunning import messages, rules, selectors
 from dunning.models import (
     Channels,
     DunningPolicy,
@@ -44,7 +44,6 @@ from dunning.models import (
     StepStatus,
     TenantDunning,
 )
-from dunning.selectors import policy_rules
 from invoices import services as invoice_services
 from invoices.models import (
     Channel,
@@ -196,9 +195,16 @@ def policy_save(
         DunningPolicy.objects.for_landlord(landlord).filter(is_default=True).exclude(
             pk=policy.pk if policy else None
         ).update(is_default=False)
-    saved = _policy_write(
-        landlord=landlord, policy=policy, name=name, data=data, is_default=is_default
-    )
+    try:
+        with transaction.atomic():
+            saved = _policy_write(
+                landlord=landlord, policy=policy, name=name, data=data, is_default=is_default
+            )
+    except IntegrityError:
+        # A concurrent save took the name (or the default) between our check and write.
+        raise ValidationError(
+            {"name": ["Another policy was saved with this name just now; try again."]}
+        ) from None
     audit(
         landlord=landlord,
         actor=actor,
@@ -417,18 +423,19 @@ class _Batch:
 
 
 def _rules_by_lease(invoices: list[Invoice]) -> dict[int, rules.PolicyRules]:
-    landlords = {i.landlord_id: i.landlord for i in invoices}
-    defaults = {
-        landlord_id: policy_rules(policy_default_get_or_create(landlord=landlord))
-        for landlord_id, landlord in landlords.items()
-    }
-    assigned = {
-        a.lease_id: policy_rules(a.policy)
-        for a in DunningPolicyAssignment.objects.filter(
-            lease_id__in={i.lease_id for i in invoices}
-        ).select_related("policy")
-    }
-    return {i.lease_id: assigned.get(i.lease_id) or defaults[i.landlord_id] for i in invoices}
+    by_landlord: dict[int, list[Invoice]] = defaultdict(list)
+    for invoice in invoices:
+        by_landlord[invoice.landlord_id].append(invoice)
+    out: dict[int, rules.PolicyRules] = {}
+    for group in by_landlord.values():
+        landlord = group[0].landlord
+        policy_default_get_or_create(landlord=landlord)  # the engine's first tick creates it
+        out.update(
+            selectors.policy_rules_by_lease(
+                landlord=landlord, lease_ids={i.lease_id for i in group}
+            )
+        )
+    return out
 
 
 def _load_batch(invoices: list[Invoice]) -> _Batch:
@@ -771,15 +778,6 @@ ACTIONS = {
 }
 
 
-def _template(landlord_id: int, kind: str, lang: str) -> messages.Template:
-    custom = DunningTemplate.objects.filter(
-        landlord_id=landlord_id, kind=kind, language=lang
-    ).first()
-    if custom is not None:
-        return messages.Template(custom.subject, custom.body, custom.sms)
-    return messages.default_template(kind, lang)
-
-
 def message_context(
     invoice: Invoice, *, balance: int, today: date, lang: str, extra: dict | None = None
 ) -> dict[str, str]:
@@ -863,7 +861,7 @@ def _queue_messages(
     context = message_context(invoice, balance=balance, today=today, lang=lang, extra=extra)
     if kind in ("payment_failed", "update_method"):
         context.update(_payment_context(invoice, step, lang))
-    template = _template(invoice.landlord_id, kind, lang)
+    template = selectors.template_get(landlord=invoice.landlord, kind=kind, language=lang)
     subject = " ".join(messages.render(template.subject, context).split())
     ids, sent, missing = [], [], []
     for channel in wanted:
@@ -1073,7 +1071,7 @@ def _fallbacks(*, now: datetime, landlord: Landlord | None = None) -> Counter:
             balance = invoice_balances(landlord=invoice.landlord, invoices=[invoice])[invoice.pk]
             if _stop_reason(invoice, balance=balance) or _payment_in_flight(invoice):
                 continue
-            kind = "late_fee" if step.action == "late_fee" else step.action
+            kind = step.action
             if kind not in NOTICE_KINDS:
                 continue
             extra = {}

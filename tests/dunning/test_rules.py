@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from dunning import rules
 from dunning.models import DunningPolicy, DunningTemplate
 from dunning.rules import PolicyRules, StepRule
-from dunning.services import policy_rules, policy_save, template_save
+from dunning.selectors import policy_rules
+from dunning.services import policy_save, template_save
 
 DUE = date(2026, 12, 6)
 amounts = st.integers(min_value=0, max_value=1_000_000)

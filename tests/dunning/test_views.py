@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from dunning import services
+from dunning import selectors, services
 from dunning.models import (
     DunningPolicy,
     DunningPolicyAssignment,
@@ -255,7 +255,7 @@ def policy_data(policy: DunningPolicy | None = None, *, steps=None, **overrides)
 
 def rules_of(policy):
     policy = DunningPolicy.objects.get(pk=policy.pk)
-    return services.policy_rules(policy), policy.name, policy.updated_at
+    return selectors.policy_rules(policy), policy.name, policy.updated_at
 
 
 def test_the_policy_editor_shows_the_policy_and_a_preview(staff_client, mine):
@@ -370,7 +370,7 @@ def test_a_policy_can_be_made_default_from_the_list(staff_client, landlord, mine
         landlord=landlord,
         policy=None,
         name="Gentle",
-        data=services.policy_rules(mine["policy"]),
+        data=selectors.policy_rules(mine["policy"]),
     )
 
     response = staff_client.post(reverse("dashboard:dunning_policy_default", args=[other.pk]))
@@ -391,7 +391,7 @@ def test_the_policy_list_shows_the_builtin_policy_before_any_is_saved(
 
 def test_a_lease_can_follow_another_policy_and_go_back_to_the_default(staff_client, landlord, mine):
     gentle = services.policy_save(
-        landlord=landlord, policy=None, name="Gentle", data=services.policy_rules(mine["policy"])
+        landlord=landlord, policy=None, name="Gentle", data=selectors.policy_rules(mine["policy"])
     )
     url = reverse("dashboard:lease_dunning_policy", args=[mine["lease"].pk])
 
