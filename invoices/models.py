@@ -86,12 +86,27 @@ class InvoiceKind(models.TextChoices):
 
 
 class Invoice(LandlordOwned):
-    lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="invoices")
+    # The references the billing run writes 100,000 times at month end have no FK
+    # constraint of their own: PostgreSQL enforces them once per statement instead
+    # (set-based, same landlord too; migration 0004, billing_site.db_references).
+    # Indexes: the landlord's and the tenant's lead composite indexes below.
+    landlord = models.ForeignKey(
+        "tenants.Landlord",
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    lease = models.ForeignKey(
+        Lease, on_delete=models.PROTECT, related_name="invoices", db_constraint=False
+    )
     tenant = models.ForeignKey(
         Tenant,
         on_delete=models.PROTECT,
         related_name="invoices",
         help_text=_("Bill-to tenant: the receivable is theirs."),
+        db_constraint=False,
+        db_index=False,
     )
     billing_run = models.ForeignKey(
         "invoices.BillingRun",
@@ -99,6 +114,7 @@ class Invoice(LandlordOwned):
         blank=True,
         on_delete=models.PROTECT,
         related_name="invoices",
+        db_constraint=False,
     )
     kind = models.CharField(max_length=8, choices=InvoiceKind.choices, default=InvoiceKind.RENT)
     # A late-fee invoice names the rent invoice it charges for; issued invoices are
@@ -161,7 +177,14 @@ class Invoice(LandlordOwned):
 
 
 class InvoiceLine(models.Model):
-    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    # Set-based reference check (see Invoice); indexed by `line_unique_position`.
+    invoice = models.ForeignKey(
+        Invoice,
+        on_delete=models.CASCADE,
+        related_name="lines",
+        db_constraint=False,
+        db_index=False,
+    )
     position = models.PositiveSmallIntegerField()
     charge_id = models.BigIntegerField(null=True, blank=True)
     kind = models.CharField(max_length=16, choices=ChargeKind.choices)
@@ -275,9 +298,26 @@ class Notification(LandlordOwned):
     dedupe_key = models.CharField(max_length=200)
     kind = models.CharField(max_length=40)
     channel = models.CharField(max_length=8, choices=Channel.choices)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="notifications")
+    # Set-based reference checks (see Invoice). Indexes: the landlord's leads
+    # `notification_exactly_once`, the invoice's is in Meta.
+    landlord = models.ForeignKey(
+        "tenants.Landlord",
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="notifications", db_constraint=False
+    )
     invoice = models.ForeignKey(
-        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
+        Invoice,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="notifications",
+        db_constraint=False,
+        db_index=False,
     )
     to_address = models.CharField(max_length=254, blank=True)
     subject = models.CharField(max_length=300, blank=True)

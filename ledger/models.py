@@ -18,12 +18,22 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import CURRENCY_SHAPE, CurrencyField, LandlordOwned, LandlordQuerySet
 
 GENESIS_HASH = "0" * 64
 HASH_SHAPE = r"^[0-9a-f]{64}$"
+
+
+def hex64(field: str) -> Q:
+    """`field` is 64 lowercase hex digits: HASH_SHAPE, in the form PostgreSQL checks
+    fastest. The regex's `{64}` cost ~7 us per value (21 us per ledger transaction, over a
+    tenth of the billing run's insert time); a length test plus a negated class ~2 us."""
+    return Q(Exact(Length(field), 64)) & ~Q(**{f"{field}__regex": "[^0-9a-f]"})
+
 
 
 class AccountKind(models.TextChoices):
@@ -157,8 +167,13 @@ class LedgerTransaction(AppendOnlyModel):
     """
 
     # Leading column of the unique (landlord, key) and (landlord, seq) indexes.
+    # No FK constraint: checked set-based per statement (migration 0005).
     landlord = models.ForeignKey(
-        "tenants.Landlord", on_delete=models.PROTECT, related_name="+", db_index=False
+        "tenants.Landlord",
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     seq = models.BigIntegerField(
         help_text=_("Position in the landlord's chain, 1, 2, 3, ... without gaps")
@@ -202,9 +217,7 @@ class LedgerTransaction(AppendOnlyModel):
                 condition=~Q(idempotency_key=""), name="ledger_transaction_key_not_empty"
             ),
             models.CheckConstraint(
-                condition=Q(hash__regex=HASH_SHAPE)
-                & Q(prev_hash__regex=HASH_SHAPE)
-                & Q(content_hash__regex=HASH_SHAPE),
+                condition=hex64("hash") & hex64("prev_hash") & hex64("content_hash"),
                 name="ledger_transaction_hash_shape",
             ),
             models.CheckConstraint(
@@ -250,11 +263,23 @@ class LedgerEntry(AppendOnlyModel):
     )
     amount_minor = models.BigIntegerField(help_text=_("Debit positive, credit negative"))
     currency = CurrencyField()
+    # No FK constraints: checked set-based per statement, and to be the entry's
+    # landlord's (migration 0005, billing_site.db_references).
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
     )
     lease = models.ForeignKey(
-        "tenants.Lease", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "tenants.Lease",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
     )
     document_kind = models.CharField(max_length=32, blank=True, default="")
     document_id = models.BigIntegerField(null=True, blank=True)

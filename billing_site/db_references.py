@@ -1,0 +1,217 @@
+"""Set-based foreign keys: the SQL behind `db_constraint=False` on month-end tables.
+
+A PostgreSQL FOREIGN KEY checks each inserted row on its own: one queued trigger event
+and one lookup with a row lock per row and reference. The billing run writes 100,000
+invoices with their lines, outbox rows and ledger entries at month end: about 1.6 million
+such checks, measured at 12-13 ms of a 100-invoice chunk's ~31 ms of PostgreSQL time
+(docs/decisions/0009-set-based-references.md). The references on those tables are
+enforced here instead, by PostgreSQL still, once per statement:
+
+- Child side: an AFTER INSERT and an AFTER UPDATE statement-level trigger (transition
+  table `new_rows`) locks every distinct referenced parent row `FOR KEY SHARE`, as an FK
+  does, in one indexed query per reference, and raises `foreign_key_violation` naming the
+  constraint when one is missing. References marked `same_landlord` also require the
+  parent to be the child row's landlord's: tenant isolation held by the database too.
+- Parent side: deleting a referenced row, TRUNCATE of the parent alone, or changing the
+  parent's id (or landlord, for same-landlord references) is refused, as an FK's NO ACTION
+  would. The delete check runs at the end of the DELETE statement on a fresh snapshot, so
+  a child committed by a concurrent inserter (who held the key-share lock the delete had
+  to wait for) is seen; under REPEATABLE READ or SERIALIZABLE that snapshot would be the
+  transaction's, so there a delete of a referenced table is refused outright.
+
+Differences from a declared FK, all deliberate: checked at the end of each statement,
+not deferred to COMMIT (every writer inserts parents first); no ON DELETE CASCADE (Django
+collects cascades in Python and deletes children first, which this allows).
+
+Used by migrations, which must keep producing the same SQL: change this module only by
+adding to it.
+"""
+
+# ruff: noqa: S608 -- every name interpolated below is a constant of a migration,
+# checked against _IDENTIFIER when the Reference is made.
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """`child.column` references `parent.id`; the constraint is called `name`."""
+
+    name: str
+    child: str
+    column: str
+    parent: str
+    same_landlord: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (self.name, self.child, self.column, self.parent):
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+
+
+def _child_function(child: str) -> str:
+    return f"{child}_refs_check"
+
+
+def child_check_sql(child: str, references: list[Reference]) -> str:
+    """The trigger function and the two statement triggers that check `child`'s rows."""
+    checks = []
+    for ref in references:
+        assert ref.child == child
+        landlord_match = "AND p.landlord_id = w.landlord_id" if ref.same_landlord else ""
+        landlord_col = ", landlord_id" if ref.same_landlord else ""
+        landlord_detail = " || ' of landlord ' || bad.landlord_id" if ref.same_landlord else ""
+        checks.append(
+            f"""
+    -- {ref.name}: lock the parents as an FK would, in one statement, then compare.
+    WITH w AS (
+        SELECT DISTINCT {ref.column} AS id{landlord_col} FROM new_rows
+         WHERE {ref.column} IS NOT NULL
+    ), p AS MATERIALIZED (
+        SELECT p.id{", p.landlord_id" if ref.same_landlord else ""} FROM {ref.parent} p
+         WHERE p.id = ANY(ARRAY(SELECT id FROM w)) FOR KEY SHARE
+    )
+    SELECT w.id{", w.landlord_id" if ref.same_landlord else ", NULL::bigint"} INTO bad
+      FROM w WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.id = w.id {landlord_match})
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "{child}" violates foreign key constraint "{ref.name}"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{ref.name}',
+                  DETAIL = 'Key ({ref.column})=(' || bad.id || ') is not present in table "{ref.parent}"'{landlord_detail} || '.';
+    END IF;"""
+        )
+    body = "".join(checks)
+    fn = _child_function(child)
+    return f"""
+CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
+AS $$
+DECLARE
+    bad record;
+BEGIN{body}
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER {child}_refs_insert
+    AFTER INSERT ON {child}
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+CREATE TRIGGER {child}_refs_update
+    AFTER UPDATE ON {child}
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}();
+"""
+
+
+def child_check_drop_sql(child: str) -> str:
+    return f"""
+DROP TRIGGER {child}_refs_update ON {child};
+DROP TRIGGER {child}_refs_insert ON {child};
+DROP FUNCTION {_child_function(child)}();
+"""
+
+
+def parent_guard_sql(tag: str, parent: str, references: list[Reference]) -> str:
+    """Triggers on `parent` refusing what would orphan the rows of `references`.
+
+    `tag` names this set (one per child app), so two apps can guard the same parent.
+    """
+    assert all(ref.parent == parent for ref in references)
+    fn = f"{parent}_{tag}_guard"
+    deletes = "".join(
+        f"""
+    IF EXISTS (SELECT 1 FROM old_rows o WHERE EXISTS (
+                   SELECT 1 FROM {ref.child} c WHERE c.{ref.column} = o.id)) THEN
+        RAISE EXCEPTION 'update or delete on table "{parent}" violates foreign key constraint "{ref.name}" on table "{ref.child}"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{ref.name}';
+    END IF;"""
+        for ref in references
+    )
+    truncates = " OR ".join(f"EXISTS (SELECT 1 FROM {ref.child})" for ref in references)
+    names = ", ".join(ref.name for ref in references)
+    rekey = "OLD.id IS DISTINCT FROM NEW.id"
+    if any(ref.same_landlord for ref in references):
+        rekey += " OR OLD.landlord_id IS DISTINCT FROM NEW.landlord_id"
+    return f"""
+CREATE FUNCTION {fn}_delete() RETURNS trigger LANGUAGE plpgsql
+SET enable_seqscan = off
+SET jit = off
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
+        RETURN NULL;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'rows of "{parent}" can only be deleted at READ COMMITTED (references: {names})'
+            USING ERRCODE = 'restrict_violation';
+    END IF;{deletes}
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION {fn}_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- AFTER TRUNCATE of a multi-table TRUNCATE runs once all listed tables are empty.
+        IF {truncates} THEN
+            RAISE EXCEPTION 'cannot truncate "{parent}" alone: rows still reference it ({names})'
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION '"{parent}": id and landlord cannot change, rows reference them ({names})'
+        USING ERRCODE = 'foreign_key_violation';
+END
+$$;
+
+CREATE TRIGGER {fn}_delete
+    AFTER DELETE ON {parent}
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}_delete();
+CREATE TRIGGER {fn}_rekey
+    BEFORE UPDATE ON {parent}
+    FOR EACH ROW WHEN ({rekey})
+    EXECUTE FUNCTION {fn}_change();
+CREATE TRIGGER {fn}_truncate
+    AFTER TRUNCATE ON {parent}
+    FOR EACH STATEMENT EXECUTE FUNCTION {fn}_change();
+"""
+
+
+def parent_guard_drop_sql(tag: str, parent: str) -> str:
+    fn = f"{parent}_{tag}_guard"
+    return f"""
+DROP TRIGGER {fn}_truncate ON {parent};
+DROP TRIGGER {fn}_rekey ON {parent};
+DROP TRIGGER {fn}_delete ON {parent};
+DROP FUNCTION {fn}_change();
+DROP FUNCTION {fn}_delete();
+"""
+
+
+def forward_sql(tag: str, references: list[Reference]) -> str:
+    """Every child check and parent guard for `references` (one app's)."""
+    out = []
+    for child in dict.fromkeys(ref.child for ref in references):
+        out.append(child_check_sql(child, [r for r in references if r.child == child]))
+    for parent in dict.fromkeys(ref.parent for ref in references):
+        out.append(parent_guard_sql(tag, parent, [r for r in references if r.parent == parent]))
+    return "".join(out)
+
+
+def reverse_sql(tag: str, references: list[Reference]) -> str:
+    out = []
+    for parent in dict.fromkeys(ref.parent for ref in references):
+        out.append(parent_guard_drop_sql(tag, parent))
+    for child in dict.fromkeys(ref.child for ref in references):
+        out.append(child_check_drop_sql(child))
+    return "".join(out)
