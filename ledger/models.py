@@ -35,7 +35,6 @@ def hex64(field: str) -> Q:
     return Q(Exact(Length(field), 64)) & ~Q(**{f"{field}__regex": "[^0-9a-f]"})
 
 
-
 class AccountKind(models.TextChoices):
     ASSET = "asset", _("Asset")
     LIABILITY = "liability", _("Liability")
