@@ -84,8 +84,11 @@ def migrations_fingerprint() -> str:
     progress does that) are not re-applied by `migrate`, so a changed fingerprint means
     the bench database must be rebuilt to have the current schema and triggers."""
     digest = hashlib.sha256()
-    for path in sorted(Path(settings.BASE_DIR).glob("*/migrations/[0-9]*.py")):
-        digest.update(path.relative_to(settings.BASE_DIR).as_posix().encode())
+    base = Path(settings.BASE_DIR)
+    # db_references generates SQL that migrations run.
+    paths = [*base.glob("*/migrations/[0-9]*.py"), base / "billing_site" / "db_references.py"]
+    for path in sorted(paths):
+        digest.update(path.relative_to(base).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

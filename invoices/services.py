@@ -430,42 +430,49 @@ def _runs_resume(*, runs: dict[int, BillingRun], new_leases: dict[int, int], now
                 setattr(by_pk[pk], name, value)
 
 
-def _run_count(run: BillingRun, *, created: int, skipped: int, failed: int, now: datetime) -> None:
-    """Add a chunk's outcome to the run's counters (atomically, in the database), and
-    finish the run as `_runs_finish` does if that was its last lease: one statement."""
-    done = created + skipped + failed
+def _runs_count(
+    outcomes: dict[int, tuple[int, int, int]], *, runs: dict[int, BillingRun], now: datetime
+) -> None:
+    """Add each run's (created, skipped, failed) from a chunk to its counters
+    (atomically, in the database), and finish the runs as `_runs_finish` does when that
+    was their last lease: one statement for all of them, which refreshes `runs`."""
+    ids = sorted(outcomes)
     with _prepared_cursor() as cursor:
         cursor.execute(
-            "UPDATE invoices_billingrun r SET invoices_created = r.invoices_created + %(created)s,"
-            " skipped = r.skipped + %(skipped)s, failed = r.failed + %(failed)s,"
+            "UPDATE invoices_billingrun r SET invoices_created = r.invoices_created + v.created,"
+            " skipped = r.skipped + v.skipped, failed = r.failed + v.failed,"
             " updated_at = %(now)s,"
             " status = CASE WHEN r.status <> %(running)s"
-            " OR r.invoices_created + r.skipped + r.failed + %(done)s < r.leases_due THEN r.status"
+            " OR r.invoices_created + r.skipped + r.failed + v.done < r.leases_due THEN r.status"
             " WHEN EXISTS (SELECT 1 FROM invoices_invoice i"
             " WHERE i.billing_run_id = r.id AND i.state = %(draft)s) THEN %(review)s"
             " ELSE %(completed)s END,"
             " finished_at = CASE WHEN r.status = %(running)s"
-            " AND r.invoices_created + r.skipped + r.failed + %(done)s >= r.leases_due"
+            " AND r.invoices_created + r.skipped + r.failed + v.done >= r.leases_due"
             " THEN %(now)s ELSE r.finished_at END"
-            " WHERE r.id = %(id)s"
-            " RETURNING r.status, r.leases_due, r.invoices_created, r.skipped, r.failed,"
+            " FROM unnest(%(ids)s::bigint[], %(created)s::int[], %(skipped)s::int[],"
+            " %(failed)s::int[]) AS u(id, created, skipped, failed)"
+            " CROSS JOIN LATERAL (SELECT u.created, u.skipped, u.failed,"
+            " u.created + u.skipped + u.failed AS done) v"
+            " WHERE r.id = u.id"
+            " RETURNING r.id, r.status, r.leases_due, r.invoices_created, r.skipped, r.failed,"
             " r.finished_at",
             {
-                "created": created,
-                "skipped": skipped,
-                "failed": failed,
-                "done": done,
+                "ids": ids,
+                "created": [outcomes[pk][0] for pk in ids],
+                "skipped": [outcomes[pk][1] for pk in ids],
+                "failed": [outcomes[pk][2] for pk in ids],
                 "now": now,
                 "running": BillingRunStatus.RUNNING,
                 "draft": InvoiceState.DRAFT,
                 "review": BillingRunStatus.REVIEW,
                 "completed": BillingRunStatus.COMPLETED,
-                "id": run.pk,
             },
             prepare=True,
         )
-        for name, value in zip(_RUN_RETURNING, cursor.fetchone(), strict=True):
-            setattr(run, name, value)
+        for pk, *values in cursor.fetchall():
+            for name, value in zip(_RUN_RETURNING, values, strict=True):
+                setattr(runs[pk], name, value)
 
 
 def _runs_finish(runs: Sequence[BillingRun], *, now: datetime) -> None:
@@ -514,20 +521,22 @@ def _select(model, names: Sequence[str]) -> str:
     return f"SELECT {_columns(model, names)} FROM {model._meta.db_table}"  # noqa: S608
 
 
-# The ORM's `for_landlord(...).filter(pk__in=...).order_by("pk").values_list(...)`.
+# The chunk's leases and charges, with their landlord (each must be the landlord of the
+# run that bills it), and every landlord's settings, tax rates and whether it has any
+# meter reading: one statement each for all the runs of a task.
 _LEASES_SQL = (
-    f"{_select(Lease, _LEASE_FIELDS)} WHERE landlord_id = %s AND id = ANY(%s::bigint[]) ORDER BY id"
+    f"{_select(Lease, ('landlord_id', *_LEASE_FIELDS))} WHERE id = ANY(%s::bigint[]) ORDER BY id"
 )
 _CHARGES_SQL = (
-    f"{_select(Charge, _CHARGE_FIELDS)}"
-    " WHERE landlord_id = %s AND lease_id = ANY(%s::bigint[]) ORDER BY id"
+    f"{_select(Charge, ('landlord_id', *_CHARGE_FIELDS))}"
+    " WHERE lease_id = ANY(%s::bigint[]) ORDER BY id"
 )
 _SETTINGS_FIELDS = [f.attname for f in InvoiceSettings._meta.concrete_fields]
 _SETTINGS_SQL = (
     f"SELECT {_columns(InvoiceSettings, _SETTINGS_FIELDS)}, ARRAY(SELECT ARRAY[kind, rate_bp::text]"  # noqa: S608
-    f" FROM {TaxRate._meta.db_table} WHERE landlord_id = %s),"
-    f" EXISTS (SELECT 1 FROM {MeterReading._meta.db_table} WHERE landlord_id = %s)"
-    f" FROM {InvoiceSettings._meta.db_table} WHERE landlord_id = %s"
+    f" FROM {TaxRate._meta.db_table} t WHERE t.landlord_id = s.landlord_id),"
+    f" EXISTS (SELECT 1 FROM {MeterReading._meta.db_table} m WHERE m.landlord_id = s.landlord_id)"
+    f" FROM {InvoiceSettings._meta.db_table} s WHERE s.landlord_id = ANY(%s::bigint[])"
 )
 
 
@@ -549,16 +558,24 @@ def _rows(sql: str, params: Sequence) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _settings_and_tax_rates(landlord: Landlord) -> tuple[InvoiceSettings, dict[str, int], bool]:
-    """`invoice_settings_get`, `selectors.tax_rates` and whether the landlord has any
-    meter reading, in one round trip."""
-    rows = _rows(_SETTINGS_SQL, [landlord.pk, landlord.pk, landlord.pk])
-    if not rows:  # the landlord's first run: create the settings row
-        settings_row = invoice_settings_get(landlord=landlord)
-        return settings_row, selectors.tax_rates(landlord=landlord), True
-    *values, rates, has_meters = rows[0]
-    settings_row = InvoiceSettings.from_db(connection.alias, _SETTINGS_FIELDS, values)
-    return settings_row, {kind: int(rate) for kind, rate in rates or ()}, has_meters
+def _settings_and_tax_rates(
+    landlords: Sequence[Landlord],
+) -> dict[int, tuple[InvoiceSettings, dict[str, int], bool]]:
+    """Per landlord: `invoice_settings_get`, `selectors.tax_rates` and whether it has
+    any meter reading, in one round trip for all of them."""
+    found = {}
+    for *values, rates, has_meters in _rows(_SETTINGS_SQL, [[owner.pk for owner in landlords]]):
+        settings_row = InvoiceSettings.from_db(connection.alias, _SETTINGS_FIELDS, values)
+        found[settings_row.landlord_id] = (
+            settings_row,
+            {kind: int(rate) for kind, rate in rates or ()},
+            has_meters,
+        )
+    for owner in landlords:
+        if owner.pk not in found:  # the landlord's first run: create the settings row
+            settings_row = invoice_settings_get(landlord=owner)
+            found[owner.pk] = (settings_row, selectors.tax_rates(landlord=owner), True)
+    return found
 
 
 def _lease_terms(leases: Iterable[tuple], charges: Iterable[tuple]) -> dict[int, rules.LeaseTerms]:
@@ -619,41 +636,47 @@ def _allocate_numbers(*, landlord: Landlord, series: str, year: int, count: int)
 
 
 def _allocate_numbers_and_ids(
-    *, landlord: Landlord, series: str, year: int, count: int, notifications: int
-) -> tuple[list[str], list[int], list[int]]:
-    """`_allocate_numbers` and `_reserve_ids(invoices=count, ...)` in one round trip."""
+    *, counters: Sequence[tuple[int, str, int, int]], invoices: int, notifications: int
+) -> tuple[dict[int, list[str]], list[int], list[int]]:
+    """For each (landlord id, series, year, count) of `counters`, `count` consecutive
+    numbers as `_allocate_numbers` gives them, plus `invoices` invoice ids and
+    `notifications` outbox ids from the tables' sequences: one round trip.
+
+    The counters are upserted in landlord order (so two callers lock them in the same
+    order) and stay locked until commit. The ids are taken up front so invoices, lines,
+    ledger entries and outbox rows can reference each other in one round of COPY; the
+    sequence is looked up once per statement (a scalar subquery, an InitPlan), not per
+    id: `nextval(pg_get_serial_sequence(...))` cost 4.7 µs an id, ten times the nextval.
+    """
+    counters = sorted(counters)
     with _prepared_cursor() as cursor:
         cursor.execute(
-            f"WITH counter AS ({_COUNTER_UPSERT})"  # noqa: S608 (constants only)
-            " SELECT (SELECT last_number FROM counter),"
+            "WITH counter AS (INSERT INTO invoices_invoicenumbercounter"
+            " (landlord_id, series, year, last_number, created_at, updated_at)"
+            " SELECT v.landlord_id, v.series, v.year, v.n, now(), now()"
+            " FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::int[])"
+            " WITH ORDINALITY AS v(landlord_id, series, year, n, i) ORDER BY v.i"
+            " ON CONFLICT (landlord_id, series, year) DO UPDATE"
+            " SET last_number = invoices_invoicenumbercounter.last_number + EXCLUDED.last_number,"
+            " updated_at = now() RETURNING landlord_id, last_number)"
+            " SELECT ARRAY(SELECT ARRAY[landlord_id, last_number] FROM counter),"
             " ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_invoice', 'id')::regclass))"
             " FROM generate_series(1, %s)),"
             " ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_notification', 'id')::regclass))"
             " FROM generate_series(1, %s))",
-            [landlord.pk, series, year, count, count, notifications],
+            [*([c[i] for c in counters] for i in range(4)), invoices, notifications],
             prepare=True,
         )
-        last, invoice_ids, notification_ids = cursor.fetchone()
-    numbers = [f"{series}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
-    return numbers, list(invoice_ids), list(notification_ids or ())
-
-
-def _reserve_ids(*, invoices: int, notifications: int) -> tuple[list[int], list[int]]:
-    """Primary keys taken from the tables' sequences up front (one round trip), so
-    invoices, lines, ledger entries and outbox rows can reference each other in one
-    round of COPY. The sequence is looked up once per statement (a scalar subquery, an
-    InitPlan), not per id: `nextval(pg_get_serial_sequence(...))` cost 4.7 µs an id,
-    ten times the nextval itself."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_invoice', 'id')::regclass))"
-            " FROM generate_series(1, %s)),"
-            " ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_notification', 'id')::regclass))"
-            " FROM generate_series(1, %s))",
-            [invoices, notifications],
-        )
-        invoice_ids, notification_ids = cursor.fetchone()
-    return list(invoice_ids), list(notification_ids or ())
+        lasts, invoice_ids, notification_ids = cursor.fetchone()
+    last_of = dict(map(tuple, lasts or ()))
+    numbers = {
+        landlord_id: [
+            f"{series}-{year}-{n:06d}"
+            for n in range(last_of[landlord_id] - count + 1, last_of[landlord_id] + 1)
+        ]
+        for landlord_id, series, year, count in counters
+    }
+    return numbers, list(invoice_ids or ()), list(notification_ids or ())
 
 
 def _posting_plan(
@@ -727,26 +750,32 @@ def _local_midnight(landlord: Landlord, day: date) -> datetime:
 
 _RUN_FIELDS = [f.attname for f in BillingRun._meta.concrete_fields]
 _LANDLORD_FIELDS = [f.attname for f in Landlord._meta.concrete_fields]
-# `BillingRun.objects.select_for_update().select_related("landlord").get(pk=...)`, the
-# same rows locked (the run's and its landlord's), prepared instead of compiled and
-# planned for every chunk.
-_RUN_LOCK_SQL = (
+# `BillingRun.objects.select_for_update(of=("self",)).select_related("landlord")` for
+# several runs, locked in id order, prepared instead of compiled and planned every time.
+# Only the runs are locked: a chunk's writes take their landlord's key-share lock (the
+# set-based references, billing_site.db_references), and locking the landlord rows
+# themselves would block every other write of those landlords for the whole task.
+_RUNS_LOCK_SQL = (
     f"SELECT {', '.join(f'r.{BillingRun._meta.get_field(n).column}' for n in _RUN_FIELDS)},"  # noqa: S608
     f" {', '.join(f'l.{Landlord._meta.get_field(n).column}' for n in _LANDLORD_FIELDS)}"
     f" FROM {BillingRun._meta.db_table} r JOIN {Landlord._meta.db_table} l"
-    " ON l.id = r.landlord_id WHERE r.id = %s FOR UPDATE"
+    " ON l.id = r.landlord_id WHERE r.id = ANY(%s::bigint[]) ORDER BY r.id FOR UPDATE OF r"
 )
 
 
-def _run_lock(run_id: int) -> BillingRun:
-    """The run with its landlord, both rows locked until commit."""
-    rows = _rows(_RUN_LOCK_SQL, [run_id])
-    if not rows:
-        raise BillingRun.DoesNotExist(f"BillingRun {run_id} does not exist")
-    values = rows[0]
-    run = BillingRun.from_db(connection.alias, _RUN_FIELDS, values[: len(_RUN_FIELDS)])
-    run.landlord = Landlord.from_db(connection.alias, _LANDLORD_FIELDS, values[len(_RUN_FIELDS) :])
-    return run
+def _runs_lock(run_ids: Sequence[int]) -> dict[int, BillingRun]:
+    """The runs with their landlords, the run rows locked until commit, by id."""
+    runs = {}
+    for values in _rows(_RUNS_LOCK_SQL, [sorted(set(run_ids))]):
+        run = BillingRun.from_db(connection.alias, _RUN_FIELDS, values[: len(_RUN_FIELDS)])
+        run.landlord = Landlord.from_db(
+            connection.alias, _LANDLORD_FIELDS, values[len(_RUN_FIELDS) :]
+        )
+        runs[run.pk] = run
+    missing = set(run_ids) - runs.keys()
+    if missing:
+        raise BillingRun.DoesNotExist(f"BillingRun {min(missing)} does not exist")
+    return runs
 
 
 @dataclass(frozen=True)
@@ -759,17 +788,31 @@ class ChunksResult:
 
 
 def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -> ChunksResult:
-    """Several (run id, lease ids) chunks, usually of different landlords' runs, one
-    after the other, each exactly as `billing_run_process_chunk` in its own transaction:
-    a chunk that fails rolls back alone and is returned for a retry, the others go on.
-    Their outbox rows are queued together once the last chunk is done (fewer, fuller
-    `notifications_send` tasks); rows whose task is lost are sent by the outbox sweep.
+    """Several (run id, lease ids) chunks, usually of different landlords' runs (a task's
+    worth of small landlords), billed together in one transaction by `_bill_chunks`:
+    the statements of a chunk are the same for ten landlords as for one, so their fixed
+    cost is paid once per task instead of once per landlord.
+
+    If that transaction fails, each chunk is billed again in a transaction of its own
+    (`billing_run_process_chunk`): a chunk that fails rolls back alone and is returned
+    for a retry, the others go on. Their outbox rows are queued together once the work
+    is done (fewer, fuller `notifications_send` tasks); rows whose task is lost are
+    sent by the outbox sweep.
     """
     created = 0
     notification_ids: list[int] = []
     failed: list[tuple[int, list[int]]] = []
     error: Exception | None = None
     try:
+        try:
+            with transaction.atomic():
+                result = _bill_chunks(chunks)
+        except Exception as exc:
+            if len(chunks) == 1:
+                raise
+            log.warning("Billing %d chunks together failed (%r): one by one", len(chunks), exc)
+        else:
+            return ChunksResult(result.created)
         for run_id, lease_ids in chunks:
             try:
                 result = billing_run_process_chunk(
@@ -784,6 +827,10 @@ def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -
                 continue
             created += result.created
             notification_ids += result.notification_ids
+    except Exception as exc:  # the single chunk failed
+        run_id, lease_ids = chunks[0]
+        log.warning("Billing chunk of run %s (%d leases) failed: %r", run_id, len(lease_ids), exc)
+        return ChunksResult(0, ((run_id, list(lease_ids)),), exc)
     finally:
         if notification_ids:
             transaction.on_commit(partial(_enqueue_notifications, notification_ids))
@@ -794,26 +841,68 @@ def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -
 def billing_run_process_chunk(
     *, run_id: int, lease_ids: Sequence[int], enqueue_notifications: bool = True
 ) -> ChunkResult:
-    """Bill one chunk of a run's leases: invoices + lines + ledger + outbox, set-based.
+    """Bill one chunk of a run's leases: `_bill_chunks` for one chunk, in its own
+    transaction. With `enqueue_notifications=False` the caller queues the result's
+    `notification_ids` (after commit) instead of this function."""
+    return _bill_chunks([(run_id, lease_ids)], enqueue_notifications=enqueue_notifications)
+
+
+def _bill_chunks(
+    chunks: Sequence[tuple[int, Sequence[int]]], *, enqueue_notifications: bool = True
+) -> ChunkResult:
+    """Bill (run id, lease ids) chunks inside the caller's transaction: invoices + lines +
+    ledger + outbox, set-based, each statement covering every chunk.
 
     Idempotent: leases that already have their invoice for the period, or a recorded
-    issue in this run, are left alone, so a retried or duplicated chunk creates nothing.
-    The run row is locked first: chunks of one landlord serialise (they share its
-    invoice counter anyway), and a duplicate can never race its twin.
-    With `enqueue_notifications=False` the caller queues the result's
-    `notification_ids` (after commit) instead of this function.
+    issue in the run, are left alone, so a retried or duplicated chunk creates nothing.
+    The run rows are locked first, in id order: chunks of one landlord serialise (they
+    share its invoice counter anyway), and a duplicate can never race its twin.
+    Queues the outbox rows after commit unless `enqueue_notifications` is False.
     """
-    run = _run_lock(run_id)
-    landlord = run.landlord
-    period_start, period_end = run.period_start, run.period_end
-    pending = _without_invoice_or_issue(
-        runs={landlord.pk: run}, lease_ids={landlord.pk: sorted(set(lease_ids))}
-    )[landlord.pk]
-    leases = _rows(_LEASES_SQL, [landlord.pk, pending]) if pending else []
+    wanted: dict[int, set[int]] = defaultdict(set)
+    for run_id, lease_ids in chunks:
+        wanted[run_id].update(lease_ids)
+    runs = _runs_lock(list(wanted))
+    by_period: dict[date, dict[int, BillingRun]] = defaultdict(dict)
+    for run in runs.values():
+        by_period[run.period_start][run.landlord_id] = run
+    created = skipped = failed = 0
+    notification_ids: list[int] = []
+    for period_runs in by_period.values():
+        result = _bill_runs(
+            runs=period_runs,
+            lease_ids={owner: sorted(wanted[run.pk]) for owner, run in period_runs.items()},
+        )
+        created += result.created
+        skipped += result.skipped
+        failed += result.failed
+        notification_ids += result.notification_ids
+    if notification_ids and enqueue_notifications:
+        transaction.on_commit(lambda: _enqueue_notifications(notification_ids))
+    return ChunkResult(created, skipped, failed, tuple(notification_ids))
+
+
+@dataclass
+class _RunWork:
+    """One run's share of `_bill_runs`."""
+
+    run: BillingRun
+    settings_row: InvoiceSettings
+    drafts: list[tuple[int, rules.InvoiceDraft]]
+    issues: list[BillingRunIssue]
+
+
+def _bill_runs(*, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]]) -> ChunkResult:
+    """`_bill_chunks` for runs of one period (`runs` and `lease_ids` by landlord id)."""
+    pending = _without_invoice_or_issue(runs=runs, lease_ids=lease_ids)
+    every = [pk for ids in pending.values() for pk in ids]
+    # Each lease and charge must be the landlord's whose run bills it.
+    owner_of = {pk: owner for owner, ids in pending.items() for pk in ids}
+    leases = [row[1:] for row in _rows(_LEASES_SQL, [every]) if owner_of.get(row[1]) == row[0]]
     if not leases:
         return ChunkResult(0, 0, 0)
     ids = [lease[0] for lease in leases]
-    charges = _rows(_CHARGES_SQL, [landlord.pk, ids])
+    charges = [row[1:] for row in _rows(_CHARGES_SQL, [ids]) if owner_of.get(row[2]) == row[0]]
     terms = _lease_terms(leases, charges)
     # Only the lease's own one-off charges matter to the rules; most chunks have none.
     one_off_ids = [
@@ -831,29 +920,35 @@ def billing_run_process_chunk(
         if one_off_ids
         else frozenset()
     )
-    settings_row, tax_rates, has_meters = _settings_and_tax_rates(landlord)
+    owners = sorted({owner_of[pk] for pk in ids})
+    settings = _settings_and_tax_rates([runs[owner].landlord for owner in owners])
     bill_to = _bill_to(ids)
-    meters = (
-        _meter_readings(
-            landlord=landlord,
-            unit_ids=sorted({lease[-1] for lease in leases}),
-            period_start=period_start,
-            period_end=period_end,
-        )
-        if has_meters
-        else {}
-    )
     unit_of = {lease[0]: lease[-1] for lease in leases}
+    meters: dict[int, list[rules.MeterReadings]] = {}
+    for owner in owners:
+        if settings[owner][2]:  # the landlord has meter readings
+            run = runs[owner]
+            meters |= _meter_readings(
+                landlord=run.landlord,
+                unit_ids=sorted({unit_of[pk] for pk in ids if owner_of[pk] == owner}),
+                period_start=run.period_start,
+                period_end=run.period_end,
+            )
 
-    drafts: list[tuple[int, rules.InvoiceDraft]] = []
-    issues: list[BillingRunIssue] = []
+    work = {
+        owner: _RunWork(run=runs[owner], settings_row=settings[owner][0], drafts=[], issues=[])
+        for owner in owners
+    }
     for lease_id in ids:
+        owner = owner_of[lease_id]
+        item, tax_rates = work[owner], settings[owner][1]
+        run = item.run
         extra: tuple[rules.LineDraft, ...] | rules.BillingError = ()
         if unit_of[lease_id] in meters:
             extra = rules.utility_lines_from_readings(
                 readings=meters[unit_of[lease_id]],
-                service_start=period_start,
-                service_end=period_end,
+                service_start=run.period_start,
+                service_end=run.period_end,
                 tax_rates=tax_rates,
             )
         if isinstance(extra, rules.BillingError):
@@ -861,14 +956,14 @@ def billing_run_process_chunk(
         else:
             outcome = rules.invoice_lines_for(
                 lease=terms[lease_id],
-                period_start=period_start,
-                period_end=period_end,
+                period_start=run.period_start,
+                period_end=run.period_end,
                 tax_rates=tax_rates,
                 already_billed_one_off_ids=billed_one_offs,
                 extra_lines=extra,
             )
         if isinstance(outcome, rules.BillingSkip):
-            issues.append(
+            item.issues.append(
                 BillingRunIssue(
                     run=run,
                     lease_id=lease_id,
@@ -877,13 +972,13 @@ def billing_run_process_chunk(
                 )
             )
         elif isinstance(outcome, rules.BillingError):
-            issues.append(
+            item.issues.append(
                 BillingRunIssue(
                     run=run, lease_id=lease_id, kind=BillingIssueKind.ERROR, message=outcome.message
                 )
             )
         elif lease_id not in bill_to:
-            issues.append(
+            item.issues.append(
                 BillingRunIssue(
                     run=run,
                     lease_id=lease_id,
@@ -892,24 +987,28 @@ def billing_run_process_chunk(
                 )
             )
         else:
-            drafts.append((lease_id, outcome))
+            item.drafts.append((lease_id, outcome))
 
-    created, notification_ids = _write_invoices(
-        run=run,
-        drafts=drafts,
-        bill_to=bill_to,
-        settings_row=settings_row,
-        issue_now=not settings_row.review_drafts,
-    )
+    items = [work[owner] for owner in owners]
+    created_by_run, notification_ids = _write_invoices(items=items, bill_to=bill_to)
+    issues = [issue for item in items for issue in item.issues]
     if issues:
         BillingRunIssue.objects.bulk_create(issues, ignore_conflicts=True)
-    skipped = sum(1 for i in issues if i.kind == BillingIssueKind.SKIPPED)
-    failed = len(issues) - skipped
-    now = timezone.now()
-    _run_count(run, created=created, skipped=skipped, failed=failed, now=now)
-    if notification_ids and enqueue_notifications:
-        transaction.on_commit(lambda: _enqueue_notifications(notification_ids))
-    return ChunkResult(created, skipped, failed, tuple(notification_ids))
+    outcomes = {}
+    for item in items:
+        skipped = sum(1 for i in item.issues if i.kind == BillingIssueKind.SKIPPED)
+        outcomes[item.run.pk] = (
+            created_by_run.get(item.run.pk, 0),
+            skipped,
+            len(item.issues) - skipped,
+        )
+    _runs_count(outcomes, runs={run.pk: run for run in runs.values()}, now=timezone.now())
+    return ChunkResult(
+        sum(o[0] for o in outcomes.values()),
+        sum(o[1] for o in outcomes.values()),
+        sum(o[2] for o in outcomes.values()),
+        tuple(notification_ids),
+    )
 
 
 def _meter_readings(
@@ -1045,87 +1144,99 @@ class _CopyRows:
 
 
 def _write_invoices(
-    *,
-    run: BillingRun,
-    drafts: Sequence[tuple[int, rules.InvoiceDraft]],
-    bill_to: dict[int, tuple[int, str, str]],
-    settings_row: InvoiceSettings,
-    issue_now: bool,
-) -> tuple[int, list[int]]:
-    """Invoices, lines, postings and outbox rows of `drafts`: (invoices, notification ids).
+    *, items: Sequence[_RunWork], bill_to: dict[int, tuple[int, str, str]]
+) -> tuple[dict[int, int], list[int]]:
+    """Invoices, lines, postings and outbox rows of every run's drafts, one COPY per table
+    for all of them: (invoices created per run id, notification ids).
 
-    The leases were checked inside this transaction (under the run lock) to have no
+    The leases were checked inside this transaction (under the run locks) to have no
     invoice yet, so the rows are new: COPY, with the unique (lease, period) key as the
-    backstop, and no outbox conflicts are possible on fresh invoice ids.
+    backstop, and no outbox conflicts are possible on fresh invoice ids. A run whose
+    landlord reviews drafts gets drafts: no number, no posting, no email.
     """
-    if not drafts:
-        return 0, []
-    landlord = run.landlord
-    emails = issue_now and settings_row.send_emails
-    to_notify = sum(1 for lease_id, _d in drafts if emails and bill_to[lease_id][2])
-    numbers: list[str | None] = [None] * len(drafts)
-    if issue_now:
-        numbers, invoice_ids, notification_ids = _allocate_numbers_and_ids(
-            landlord=landlord,
-            series=settings_row.number_prefix,
-            year=run.period_start.year,
-            count=len(drafts),
-            notifications=to_notify,
-        )
-    else:
-        invoice_ids, notification_ids = _reserve_ids(invoices=len(drafts), notifications=to_notify)
+    items = [item for item in items if item.drafts]
+    if not items:
+        return {}, []
+    counters = []
+    to_notify = 0
+    for item in items:
+        if not item.settings_row.review_drafts:
+            counters.append(
+                (
+                    item.run.landlord_id,
+                    item.settings_row.number_prefix,
+                    item.run.period_start.year,
+                    len(item.drafts),
+                )
+            )
+            if item.settings_row.send_emails:
+                to_notify += sum(1 for lease_id, _d in item.drafts if bill_to[lease_id][2])
+    numbers_of, invoice_ids, notification_ids = _allocate_numbers_and_ids(
+        counters=counters,
+        invoices=sum(len(item.drafts) for item in items),
+        notifications=to_notify,
+    )
     now = timezone.now()
-    state = InvoiceState.ISSUED if issue_now else InvoiceState.DRAFT
     invoices = _CopyRows(Invoice)
     lines = _CopyRows(InvoiceLine, skip=("id",))
     outbox = _CopyRows(Notification)
-    postings: list[ledger.Posting] = []
-    midnights: dict[date, datetime] = {}
+    postings: list[tuple[Landlord, list[ledger.Posting]]] = []
+    next_invoice = iter(invoice_ids)
     next_notification = iter(notification_ids)
-    for (lease_id, draft), pk, number in zip(drafts, invoice_ids, numbers, strict=True):
-        tenant_id, names, email = bill_to[lease_id]
-        invoices.add(
-            id=pk,
-            landlord_id=landlord.pk,
-            created_at=now,
-            updated_at=now,
-            lease_id=lease_id,
-            tenant_id=tenant_id,
-            billing_run_id=run.pk,
-            period_start=draft.period_start,
-            period_end=draft.period_end,
-            issue_date=draft.issue_date,
-            due_date=draft.due_date,
-            currency=draft.currency,
-            number=number,
-            state=state,
-            subtotal_minor=draft.subtotal_minor,
-            tax_minor=draft.tax_minor,
-            total_minor=draft.total_minor,
-            bill_to_name=names[:400],
-        )
-        for position, ln in enumerate(draft.lines, start=1):
-            lines.add(
-                invoice_id=pk,
-                position=position,
-                charge_id=ln.charge_id,
-                kind=ln.kind,
-                description=ln.description[:300],
-                quantity=ln.quantity,
-                unit_amount_minor=ln.unit_amount_minor,
-                amount_minor=ln.amount_minor,
-                tax_rate_bp=ln.tax_rate_bp,
-                tax_minor=ln.tax_minor,
-                service_start=ln.service_start,
-                service_end=ln.service_end,
+    for item in items:
+        run, landlord = item.run, item.run.landlord
+        issue_now = not item.settings_row.review_drafts
+        emails = issue_now and item.settings_row.send_emails
+        state = InvoiceState.ISSUED if issue_now else InvoiceState.DRAFT
+        numbers = numbers_of.get(landlord.pk) or [None] * len(item.drafts)
+        landlord_postings: list[ledger.Posting] = []
+        midnights: dict[date, datetime] = {}
+        for (lease_id, draft), number in zip(item.drafts, numbers, strict=True):
+            pk = next(next_invoice)
+            tenant_id, names, email = bill_to[lease_id]
+            invoices.add(
+                id=pk,
+                landlord_id=landlord.pk,
+                created_at=now,
+                updated_at=now,
+                lease_id=lease_id,
+                tenant_id=tenant_id,
+                billing_run_id=run.pk,
+                period_start=draft.period_start,
+                period_end=draft.period_end,
+                issue_date=draft.issue_date,
+                due_date=draft.due_date,
+                currency=draft.currency,
+                number=number,
+                state=state,
+                subtotal_minor=draft.subtotal_minor,
+                tax_minor=draft.tax_minor,
+                total_minor=draft.total_minor,
+                bill_to_name=names[:400],
             )
-        if issue_now:
+            for position, ln in enumerate(draft.lines, start=1):
+                lines.add(
+                    invoice_id=pk,
+                    position=position,
+                    charge_id=ln.charge_id,
+                    kind=ln.kind,
+                    description=ln.description[:300],
+                    quantity=ln.quantity,
+                    unit_amount_minor=ln.unit_amount_minor,
+                    amount_minor=ln.amount_minor,
+                    tax_rate_bp=ln.tax_rate_bp,
+                    tax_minor=ln.tax_minor,
+                    service_start=ln.service_start,
+                    service_end=ln.service_end,
+                )
+            if not issue_now:
+                continue
             effective_at = midnights.get(draft.issue_date)
             if effective_at is None:
                 effective_at = midnights[draft.issue_date] = _local_midnight(
                     landlord, draft.issue_date
                 )
-            postings.append(
+            landlord_postings.append(
                 _issue_posting(
                     invoice_id=pk,
                     number=number,
@@ -1150,12 +1261,14 @@ def _write_invoices(
                     invoice_id=pk,
                     to_address=email,
                 )
+        if landlord_postings:
+            postings.append((landlord, landlord_postings))
     invoices.write()
     lines.write()
     if postings:
-        ledger.postings_post_bulk(landlord=landlord, postings=postings)
+        ledger.postings_post_bulk_many(batches=postings)
     outbox.write()
-    return len(drafts), notification_ids
+    return {item.run.pk: len(item.drafts) for item in items}, notification_ids
 
 
 def _issue_posting(
@@ -1170,7 +1283,7 @@ def _issue_posting(
     lines: Sequence[rules.LineDraft],
 ) -> ledger.Posting:
     """The posting `_posting_plan` + `_ledger_specs` make for one issued invoice (same
-    entries, same content hash), as plain tuples for `ledger.postings_post_bulk`."""
+    entries, same content hash), as plain tuples for `ledger.postings_post_bulk_many`."""
     credits: dict[str, int] = {}
     for line in lines:
         code = income_account_code(line.kind)

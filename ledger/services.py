@@ -695,74 +695,106 @@ def _check_posting(p: Posting, aware_checked: set[datetime]) -> list[EntryConten
     return entries
 
 
-# The ids of accounts named by (code, currency, tenant), in the order given (NULL where
-# none exists): one index probe per key (LATERAL ... LIMIT 1) whatever the statistics
-# say, per-tenant and landlord-wide keys apart so each probe uses the whole unique index.
+# Per-landlord lookups of a bulk post, one index probe per key (LATERAL ... LIMIT 1)
+# whatever the statistics say: keys already posted, and the ids of accounts named by
+# (code, currency, tenant) in the order given (NULL where none exists), per-tenant and
+# landlord-wide keys apart so each probe uses the whole unique index.
+_EXISTING_KEYS = (
+    "ARRAY(SELECT ARRAY[k.landlord_id::text, k.key, t.content_hash]"
+    " FROM unnest(%s::bigint[], %s::text[]) AS k(landlord_id, key) CROSS JOIN LATERAL"
+    " (SELECT content_hash FROM ledger_ledgertransaction WHERE landlord_id = k.landlord_id"
+    " AND idempotency_key = k.key LIMIT 1) t)"
+)
 _TENANT_ACCOUNT_IDS = (
-    "ARRAY(SELECT a.id FROM unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY"
-    " AS k(code, currency, tenant_id, i) LEFT JOIN LATERAL (SELECT id FROM ledger_account"
-    " WHERE landlord_id = %s AND code = k.code AND currency = k.currency"
-    " AND tenant_id = k.tenant_id LIMIT 1) a ON true ORDER BY k.i)"
+    "ARRAY(SELECT a.id FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])"
+    " WITH ORDINALITY AS k(landlord_id, code, currency, tenant_id, i) LEFT JOIN LATERAL"
+    " (SELECT id FROM ledger_account WHERE landlord_id = k.landlord_id AND code = k.code"
+    " AND currency = k.currency AND tenant_id = k.tenant_id LIMIT 1) a ON true ORDER BY k.i)"
 )
 _WIDE_ACCOUNT_IDS = (
-    "ARRAY(SELECT a.id FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY"
-    " AS k(code, currency, i) LEFT JOIN LATERAL (SELECT id FROM ledger_account"
-    " WHERE landlord_id = %s AND code = k.code AND currency = k.currency"
+    "ARRAY(SELECT a.id FROM unnest(%s::bigint[], %s::text[], %s::text[]) WITH ORDINALITY"
+    " AS k(landlord_id, code, currency, i) LEFT JOIN LATERAL (SELECT id FROM ledger_account"
+    " WHERE landlord_id = k.landlord_id AND code = k.code AND currency = k.currency"
     " AND tenant_id IS NULL LIMIT 1) a ON true ORDER BY k.i)"
+)
+# Tenants and leases with their landlords, to check each is the posting landlord's.
+_OWNERS = (
+    "ARRAY(SELECT ARRAY[id, landlord_id] FROM tenants_tenant WHERE id = ANY(%s::bigint[])),"
+    " ARRAY(SELECT ARRAY[id, landlord_id] FROM tenants_lease WHERE id = ANY(%s::bigint[]))"
+)
+_NEXT_TRANSACTION_IDS = (
+    "ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('ledger_ledgertransaction', 'id')"
+    "::regclass)) FROM generate_series(1, %s))"
 )
 
 
 def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> int:
-    """Post many balanced transactions in one database transaction, exactly once each:
-    `transactions_post_bulk` for callers that name accounts by key (the billing run).
+    """`postings_post_bulk_many` for one landlord."""
+    return postings_post_bulk_many(batches=[(landlord, postings)])
+
+
+def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Posting]]]) -> int:
+    """Post many balanced transactions, of one or several landlords, in one database
+    transaction, exactly once each: `transactions_post_bulk` for callers that name
+    accounts by key (the billing run, several landlords' chunks at a time).
 
     Same rules: validated in Python first (readable errors), then by PostgreSQL at
     commit; keys that already exist are skipped and a key reused for other content
-    raises; the landlord's chain head is locked once. Accounts that do not exist yet
-    are created. Returns how many transactions were created. Rows go from plain tuples
-    to two binary COPYs, with no model instances on the way (the billing run posts
-    100,000 of these at month end).
+    raises; each landlord's chain head is locked once, in landlord id order. Accounts
+    that do not exist yet are created. Returns how many transactions were created. Rows
+    go from plain tuples to two binary COPYs, with no model instances on the way (the
+    billing run posts 100,000 of these at month end), and the lookups of every landlord
+    are one round trip.
     """
-    if not postings:
+    batches = [(landlord, postings) for landlord, postings in batches if postings]
+    if not batches:
         return 0
+    if len({landlord.pk for landlord, _ in batches}) != len(batches):
+        raise ValueError("postings_post_bulk_many takes each landlord once")
+    batches.sort(key=lambda batch: batch[0].pk)
     checked: set[datetime] = set()
-    tenant_ids: set[int] = set()
-    lease_ids: set[int] = set()
-    account_keys: set[tuple[str, str, int | None]] = set()
-    prepared: list[tuple[Posting, list[EntryContent], str]] = []
-    for p in postings:
-        entries = _check_posting(p, checked)
-        for e in entries:
-            account_keys.add((e.account_code, e.account_currency, e.account_tenant_id))
-            if e.tenant_id is not None and e.tenant_id != e.account_tenant_id:
-                tenant_ids.add(e.tenant_id)
-            if e.lease_id is not None:
-                lease_ids.add(e.lease_id)
-        digest = content_hash(
-            idempotency_key=p.idempotency_key,
-            effective_at=p.effective_at,
-            description=p.description,
-            document_kind=p.document_kind,
-            document_id=p.document_id,
-            reverses_key=None,
-            entries=entries,
-        )
-        prepared.append((p, entries, digest))
-    keys = [p.idempotency_key for p in postings]
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        dupe = next(k for k in keys if k in seen or seen.add(k))
-        raise _invalid(
-            "Idempotency key %(key)s appears twice in one bulk post.", "idempotency_key", key=dupe
-        )
+    tenant_ids: set[tuple[int, int]] = set()  # (landlord, tenant)
+    lease_ids: set[tuple[int, int]] = set()
+    account_keys: set[tuple[int, str, str, int | None]] = set()  # (landlord, code, ...)
+    prepared: list[tuple[int, Posting, list[EntryContent], str]] = []
+    for landlord, postings in batches:
+        owner = landlord.pk
+        keys = [p.idempotency_key for p in postings]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            dupe = next(k for k in keys if k in seen or seen.add(k))
+            raise _invalid(
+                "Idempotency key %(key)s appears twice in one bulk post.",
+                "idempotency_key",
+                key=dupe,
+            )
+        for p in postings:
+            entries = _check_posting(p, checked)
+            for e in entries:
+                account_keys.add((owner, e.account_code, e.account_currency, e.account_tenant_id))
+                if e.tenant_id is not None and e.tenant_id != e.account_tenant_id:
+                    tenant_ids.add((owner, e.tenant_id))
+                if e.lease_id is not None:
+                    lease_ids.add((owner, e.lease_id))
+            digest = content_hash(
+                idempotency_key=p.idempotency_key,
+                effective_at=p.effective_at,
+                description=p.description,
+                document_kind=p.document_kind,
+                document_id=p.document_id,
+                reverses_key=None,
+                entries=entries,
+            )
+            prepared.append((owner, p, entries, digest))
     # No savepoint (two round trips) when the caller has a transaction open; so the
     # refusals below are raised after the block, before anything is written, which
     # leaves the caller's transaction usable (as `transactions_post_bulk` does).
     refusal: ValidationError | None = None
-    for code, currency, tenant_id in account_keys:
+    for _owner, code, currency, tenant_id in account_keys:
         _validate_account_key(code=code, currency=currency, tenant_id=tenant_id)
-    per_tenant = [k for k in account_keys if k[2] is not None]
-    wide = [k for k in account_keys if k[2] is None]
+    per_tenant = sorted(k for k in account_keys if k[3] is not None)
+    wide = sorted(k for k in account_keys if k[3] is None)
+    landlords = {landlord.pk: landlord for landlord, _ in batches}
     with (
         transaction.atomic(savepoint=False),
         connection.wrap_database_errors,
@@ -770,40 +802,25 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
         # took longer to plan than to run (Django's cursors never prepare).
         psycopg.Cursor(prepared_connection()) as cursor,
     ):
-        seq, prev_hash = _head_lock_raw(cursor, landlord)
-        # Under the head lock (every poster of this landlord takes it), in one round
-        # trip: keys already posted, the tenants and leases that are this landlord's,
-        # transaction ids for every posting (ids of skipped ones stay unused) and the
-        # accounts' ids.
+        heads = _heads_lock_raw(cursor, sorted(landlords))
+        # Under the head locks (every poster of a landlord takes its head), in one round
+        # trip: keys already posted, the tenants' and leases' landlords, transaction ids
+        # for every posting (ids of skipped ones stay unused) and the accounts' ids.
         cursor.execute(
-            "SELECT ARRAY(SELECT ARRAY[idempotency_key, content_hash]"  # noqa: S608 (constants)
-            " FROM ledger_ledgertransaction WHERE landlord_id = %s"
-            " AND idempotency_key = ANY(%s::text[])),"
-            " ARRAY(SELECT id FROM tenants_tenant WHERE landlord_id = %s"
-            " AND id = ANY(%s::bigint[])),"
-            " ARRAY(SELECT id FROM tenants_lease WHERE landlord_id = %s"
-            " AND id = ANY(%s::bigint[])),"
-            " ARRAY(SELECT nextval(pg_get_serial_sequence('ledger_ledgertransaction', 'id'))"
-            f" FROM generate_series(1, %s)), {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
+            f"SELECT {_EXISTING_KEYS}, {_OWNERS}, {_NEXT_TRANSACTION_IDS},"
+            f" {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
             [
-                landlord.pk,
-                keys,
-                landlord.pk,
-                sorted(tenant_ids),
-                landlord.pk,
-                sorted(lease_ids),
+                [owner for owner, *_ in prepared],
+                [p.idempotency_key for _, p, *_ in prepared],
+                sorted({t for _, t in tenant_ids}),
+                sorted({lease for _, lease in lease_ids}),
                 len(prepared),
-                [k[0] for k in per_tenant],
-                [k[1] for k in per_tenant],
-                [k[2] for k in per_tenant],
-                landlord.pk,
-                [k[0] for k in wide],
-                [k[1] for k in wide],
-                landlord.pk,
+                *([k[i] for k in per_tenant] for i in range(4)),
+                *([k[i] for k in wide] for i in range(3)),
             ],
             prepare=True,
         )
-        existing_rows, own_tenants, own_leases, txn_ids, tenant_accounts, wide_accounts = (
+        existing_rows, tenant_owners, lease_owners, txn_ids, tenant_accounts, wide_accounts = (
             cursor.fetchone()
         )
         account_ids = {
@@ -812,31 +829,35 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
             if pk is not None
         }
         if len(account_ids) < len(account_keys):  # first use: create them
-            created = accounts_get_or_create(
-                landlord=landlord,
-                keys=[AccountKey(*key) for key in account_keys - account_ids.keys()],
-            )
-            account_ids.update(
-                ((k.code, k.currency, k.tenant_id), a.pk) for k, a in created.items()
-            )
-        for label, wanted, own in (
-            ("tenant", tenant_ids, own_tenants),
-            ("lease", lease_ids, own_leases),
+            missing_by_owner: dict[int, list[AccountKey]] = defaultdict(list)
+            for owner, code, currency, tenant_id in account_keys - account_ids.keys():
+                missing_by_owner[owner].append(AccountKey(code, currency, tenant_id))
+            for owner, missing in sorted(missing_by_owner.items()):
+                created = accounts_get_or_create(landlord=landlords[owner], keys=missing)
+                account_ids.update(
+                    ((owner, k.code, k.currency, k.tenant_id), a.pk) for k, a in created.items()
+                )
+        for label, wanted, owners in (
+            ("tenant", tenant_ids, tenant_owners),
+            ("lease", lease_ids, lease_owners),
         ):
-            missing = wanted - set(own)
-            if missing and refusal is None:
+            missing_refs = wanted - {(owner, pk) for pk, owner in owners or ()}
+            if missing_refs and refusal is None:
                 refusal = ValidationError(
                     "No %(label)s %(ids)s for this landlord.",
                     code=f"{label}_scope",
-                    params={"label": label, "ids": ", ".join(map(str, sorted(missing)[:10]))},
+                    params={
+                        "label": label,
+                        "ids": ", ".join(str(pk) for _, pk in sorted(missing_refs)[:10]),
+                    },
                 )
-        existing = dict(existing_rows) if existing_rows else {}
+        existing = {(int(owner), key): digest for owner, key, digest in existing_rows or ()}
         created_at = timezone.now()
         txn_rows: list[tuple] = []
         entry_rows: list[tuple] = []
-        landlord_id = landlord.pk
-        for (p, entries, digest), txn_id in zip(prepared, txn_ids, strict=True):
-            stored = existing.get(p.idempotency_key)
+        chain = dict(heads)
+        for (owner, p, entries, digest), txn_id in zip(prepared, txn_ids, strict=True):
+            stored = existing.get((owner, p.idempotency_key))
             if stored is not None:
                 if stored != digest and refusal is None:
                     refusal = _invalid(
@@ -845,12 +866,14 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
                         key=p.idempotency_key,
                     )
                 continue
+            seq, prev_hash = chain[owner]
             seq += 1
             link = chain_hash(prev_hash=prev_hash, seq=seq, content_hash=digest)
+            chain[owner] = (seq, link)
             txn_rows.append(
                 (
                     txn_id,
-                    landlord_id,
+                    owner,
                     seq,
                     p.idempotency_key,
                     p.description,
@@ -864,12 +887,11 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
                     link,
                 )
             )
-            prev_hash = link
             entry_rows.extend(
                 (
                     txn_id,
-                    landlord_id,
-                    account_ids[(e.account_code, e.account_currency, e.account_tenant_id)],
+                    owner,
+                    account_ids[(owner, e.account_code, e.account_currency, e.account_tenant_id)],
                     e.amount_minor,
                     e.currency,
                     e.tenant_id,
@@ -882,10 +904,17 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
         if refusal is None and txn_rows:
             _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
             _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
+            moved = [owner for owner in sorted(chain) if chain[owner] != heads[owner]]
             cursor.execute(
-                "UPDATE ledger_ledgerhead SET last_seq = %s, last_hash = %s, updated_at = %s"
-                " WHERE landlord_id = %s",
-                [seq, prev_hash, created_at, landlord_id],
+                "UPDATE ledger_ledgerhead h SET last_seq = v.seq, last_hash = v.hash,"
+                " updated_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[])"
+                " AS v(landlord_id, seq, hash) WHERE h.landlord_id = v.landlord_id",
+                [
+                    created_at,
+                    moved,
+                    [chain[owner][0] for owner in moved],
+                    [chain[owner][1] for owner in moved],
+                ],
                 prepare=True,
             )
     if refusal is not None:
@@ -912,23 +941,26 @@ def prepared_connection() -> psycopg.Connection:
     return raw
 
 
-def _head_lock_raw(cursor, landlord: Landlord) -> tuple[int, str]:
-    """`_head_lock` in plain SQL: (last seq, last hash), the row locked until commit."""
+def _heads_lock_raw(cursor, landlord_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """`_head_lock` in plain SQL for several landlords, locked in id order until commit:
+    landlord id -> (last seq, last hash). Creates the heads that do not exist yet."""
+    statement = (
+        "SELECT landlord_id, last_seq, last_hash FROM ledger_ledgerhead"
+        " WHERE landlord_id = ANY(%s::bigint[]) ORDER BY landlord_id FOR UPDATE"
+    )
     for _attempt in range(2):
-        cursor.execute(
-            "SELECT last_seq, last_hash FROM ledger_ledgerhead WHERE landlord_id = %s FOR UPDATE",
-            [landlord.pk],
-            prepare=True,
-        )
-        row = cursor.fetchone()
-        if row is not None:
-            return row[0], row[1]
+        cursor.execute(statement, [list(landlord_ids)], prepare=True)
+        heads = {landlord_id: (seq, last) for landlord_id, seq, last in cursor.fetchall()}
+        missing = [pk for pk in landlord_ids if pk not in heads]
+        if not missing:
+            return heads
         cursor.execute(
             "INSERT INTO ledger_ledgerhead (landlord_id, last_seq, last_hash, updated_at)"
-            " VALUES (%s, 0, %s, now()) ON CONFLICT DO NOTHING",
-            [landlord.pk, GENESIS_HASH],
+            " SELECT id, 0, %s, now() FROM unnest(%s::bigint[]) AS l(id) ORDER BY id"
+            " ON CONFLICT DO NOTHING",
+            [GENESIS_HASH, missing],
         )
-    raise RuntimeError(f"no ledger head for landlord {landlord.pk}")
+    raise RuntimeError(f"no ledger head for landlords {missing}")
 
 
 # --- reversal -----------------------------------------------------------------------

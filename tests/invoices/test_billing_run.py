@@ -4,7 +4,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from invoices import services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
@@ -317,22 +317,25 @@ def test_a_failing_chunk_rolls_back_alone_and_only_it_is_retried(
         for owner in (landlord, other_landlord)
     ]
     chunks = [[run.pk, chunk] for run, run_chunks in started for chunk in run_chunks]
-    real = services.billing_run_process_chunk
+    failing, other = started[0][0].pk, started[1][0].pk
+    real = services._bill_chunks
     calls = []
 
-    def flaky(*, run_id, lease_ids, **kwargs):
-        calls.append(run_id)
-        if run_id == started[0][0].pk and calls.count(run_id) == 1:
-            with transaction.atomic():  # the chunk is written, then fails before commit
-                real(run_id=run_id, lease_ids=lease_ids, **kwargs)
-                raise RuntimeError("connection lost")
-        return real(run_id=run_id, lease_ids=lease_ids, **kwargs)
+    def flaky(chunks, **kwargs):
+        run_ids = [run_id for run_id, _ids in chunks]
+        calls.append(run_ids)
+        # The failing landlord's chunk breaks twice: billed with the other's, then alone.
+        if failing in run_ids and sum(failing in c for c in calls) <= 2:
+            real(chunks, **kwargs)  # written, then the connection drops before commit
+            raise RuntimeError("connection lost")
+        return real(chunks, **kwargs)
 
-    monkeypatch.setattr(services, "billing_run_process_chunk", flaky)
+    monkeypatch.setattr(services, "_bill_chunks", flaky)
     result = tasks.billing_run_process_chunks_task.apply(kwargs={"chunks": chunks})
     assert result.successful(), result.traceback
-    # The other landlord's chunk ran once; the failed one ran again, alone.
-    assert calls == [started[0][0].pk, started[1][0].pk, started[0][0].pk]
+    # Together first; then one by one, where the other landlord's chunk commits; the
+    # task's retry carries only the failed chunk.
+    assert calls == [[failing, other], [failing], [other], [failing]]
     # 5 of the landlord's leases; 3 of the other's (2 have no charges: errors).
     assert Invoice.objects.filter(period_start=DEC).count() == 5 + 3
     numbers = sorted(
@@ -340,6 +343,27 @@ def test_a_failing_chunk_rolls_back_alone_and_only_it_is_retried(
         for n in Invoice.objects.filter(landlord=landlord).values_list("number", flat=True)
     )
     assert numbers == [1, 2, 3, 4, 5]
+
+
+def test_chunks_of_several_landlords_are_billed_together_each_in_its_own_series(
+    landlord, other_landlord, portfolio
+):
+    started = [
+        services.billing_run_start(landlord=owner, period_start=DEC, as_of=END_OF_DEC)
+        for owner in (landlord, other_landlord)
+    ]
+    chunks = [(run.pk, chunk) for run, run_chunks in started for chunk in run_chunks]
+    result = services.billing_run_process_chunks(chunks=chunks)
+    assert (result.created, result.failed_chunks) == (8, ())
+    for owner, count in ((landlord, 5), (other_landlord, 3)):
+        numbers = Invoice.objects.filter(landlord=owner).values_list("number", flat=True)
+        assert sorted(int(n.rsplit("-", 1)[1]) for n in numbers) == list(range(1, count + 1))
+    for run, _chunks in started:
+        run.refresh_from_db()
+        assert run.status == "completed"
+    assert Notification.objects.count() == 8
+    for owner in (landlord, other_landlord):
+        assert ledger_verify(landlord=owner).ok
 
 
 def test_a_chunk_queued_by_the_one_chunk_task_name_still_bills(landlord, portfolio):
