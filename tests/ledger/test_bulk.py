@@ -243,3 +243,46 @@ def test_posting_by_account_key_refuses_an_unbalanced_posting_and_another_landlo
     )
     with pytest.raises(ValidationError, match="No tenant"):
         postings_post_bulk(landlord=books.landlord, postings=[foreign])
+
+
+def test_posting_for_several_landlords_at_once_keeps_each_chain_its_own(books, other_books):
+    from ledger.services import postings_post_bulk, postings_post_bulk_many
+
+    postings_post_bulk(landlord=other_books.landlord, postings=[_posting(other_books, 7)])
+    theirs_before = LedgerHead.objects.get(landlord=other_books.landlord).last_seq
+    created = postings_post_bulk_many(
+        batches=[
+            (other_books.landlord, [_posting(other_books, 7), _posting(other_books, 8)]),
+            (books.landlord, [_posting(books, i) for i in (1, 2)]),
+        ]
+    )
+
+    # The other landlord's 7 existed: skipped; each landlord's chain continues its own.
+    assert created == 3
+    assert LedgerHead.objects.get(landlord=books.landlord).last_seq == 2
+    assert LedgerHead.objects.get(landlord=other_books.landlord).last_seq == theirs_before + 1
+    for owner in (books, other_books):
+        assert ledger_verify(landlord=owner.landlord).ok
+    assert tenant_balance(landlord=books.landlord, tenant=books.tenant) == {"EUR": 2_000}
+
+
+def test_a_refusal_for_one_landlord_writes_nothing_for_any(books, other_books):
+    from ledger.services import postings_post_bulk_many
+
+    # A posting of the first landlord naming the second one's tenant.
+    foreign = _posting(other_books, 9)._replace(idempotency_key="stray")
+    foreign = foreign._replace(
+        entries=[
+            foreign.entries[0]._replace(account_code="bank", account_tenant_id=None),
+            foreign.entries[1],
+        ]
+    )
+    before = LedgerTransaction.objects.count()
+    with pytest.raises(ValidationError, match="No tenant"):
+        postings_post_bulk_many(
+            batches=[
+                (other_books.landlord, [_posting(other_books, 1)]),
+                (books.landlord, [_posting(books, 1), foreign]),
+            ]
+        )
+    assert LedgerTransaction.objects.count() == before
