@@ -71,58 +71,96 @@ def _child_function(child: str) -> str:
 _LANDLORDS = "tenants_landlord"
 
 
+def _raise_missing(child: str, ref: Reference) -> str:
+    detail = " || ' of landlord ' || bad_landlord" if ref.same_landlord else ""
+    return f"""
+        RAISE EXCEPTION 'insert or update on table "{child}" violates foreign key constraint "{ref.name}"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{ref.name}',
+                  DETAIL = 'Key ({ref.column})=(' || bad_id || ') is not present in table "{ref.parent}"'{detail} || '.';"""
+
+
 def child_check_sql(child: str, references: list[Reference]) -> str:
-    """The trigger function and the two statement triggers that check `child`'s rows."""
-    checks = []
-    if any(ref.same_landlord for ref in references):
-        # The lock that stands in for the parents' row locks (module docstring). Its own
-        # statement: the checks below then run on snapshots taken after it was granted.
-        checks.append(
+    """The trigger function and the two statement triggers that check `child`'s rows.
+
+    At most three queries per statement, whatever the number of references (a trigger
+    call's cost is mostly its queries, ~20 µs each even for one row): lock the landlords
+    (which is also the landlord reference's check), lock other parents, then check every
+    same-landlord reference in one query on a snapshot taken after the locks.
+    """
+    assert all(ref.child == child for ref in references)
+    same = [ref for ref in references if ref.same_landlord]
+    landlord_refs = [
+        ref for ref in references if not ref.same_landlord and ref.parent == _LANDLORDS
+    ]
+    locked = [ref for ref in references if not ref.same_landlord and ref.parent != _LANDLORDS]
+    assert len(landlord_refs) <= 1 and len(locked) <= 1, "one landlord and one other locked ref"
+    steps = []
+    if same or landlord_refs:
+        # The landlords' key-share lock: the landlord reference's FK-style lock, and the
+        # stand-in for the parent row locks of same-landlord references (module docstring).
+        column = landlord_refs[0].column if landlord_refs else "landlord_id"
+        check = ""
+        if landlord_refs:
+            check = f"""
+    IF found_count < cardinality(ids) THEN
+        SELECT w.id INTO bad_id FROM unnest(ids) AS w(id)
+         WHERE NOT EXISTS (SELECT 1 FROM {_LANDLORDS} p WHERE p.id = w.id) LIMIT 1;{_raise_missing(child, landlord_refs[0])}
+    END IF;"""
+        steps.append(
             f"""
-    PERFORM 1 FROM {_LANDLORDS} l
-      WHERE l.id = ANY(ARRAY(SELECT DISTINCT landlord_id FROM new_rows)) FOR KEY SHARE;"""
+    ids := ARRAY(SELECT DISTINCT {column} FROM new_rows WHERE {column} IS NOT NULL);
+    SELECT count(*) INTO found_count
+      FROM (SELECT 1 FROM {_LANDLORDS} p WHERE p.id = ANY(ids) FOR KEY SHARE) locked;{check}"""
         )
-    for ref in references:
-        assert ref.child == child
-        if ref.same_landlord:
-            check = f"""
-    -- {ref.name}: the parent exists and is the row's landlord's (no row lock at READ
-    -- COMMITTED: see above). Above it the check's snapshot may predate a delete that
-    -- committed meanwhile: the row lock makes that a serialization failure, as an FK's.
-    IF NOT read_committed THEN
-        PERFORM 1 FROM {ref.parent} p WHERE p.id = ANY(ARRAY(
-            SELECT DISTINCT {ref.column} FROM new_rows WHERE {ref.column} IS NOT NULL))
-            FOR KEY SHARE;
-    END IF;
-    SELECT w.id, w.landlord_id INTO bad_id, bad_landlord
-      FROM (SELECT DISTINCT {ref.column} AS id, landlord_id FROM new_rows
-             WHERE {ref.column} IS NOT NULL) w
-     WHERE NOT EXISTS (SELECT 1 FROM {ref.parent} p
-                        WHERE p.id = w.id AND p.landlord_id = w.landlord_id)
-     LIMIT 1;"""
-            detail = " || ' of landlord ' || bad_landlord"
-        else:
-            check = f"""
+    for ref in locked:
+        steps.append(
+            f"""
     -- {ref.name}: lock the parents as an FK would, in one statement; only if fewer
     -- were found than wanted, look for the missing one (by index, for the message).
-    bad_id := NULL;
     ids := ARRAY(SELECT DISTINCT {ref.column} FROM new_rows WHERE {ref.column} IS NOT NULL);
     SELECT count(*) INTO found_count
       FROM (SELECT 1 FROM {ref.parent} p WHERE p.id = ANY(ids) FOR KEY SHARE) locked;
     IF found_count < cardinality(ids) THEN
         SELECT w.id INTO bad_id FROM unnest(ids) AS w(id)
-         WHERE NOT EXISTS (SELECT 1 FROM {ref.parent} p WHERE p.id = w.id) LIMIT 1;
-    END IF;"""
-            detail = ""
-        checks.append(
-            f"""{check}
-    IF bad_id IS NOT NULL THEN
-        RAISE EXCEPTION 'insert or update on table "{child}" violates foreign key constraint "{ref.name}"'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{ref.name}',
-                  DETAIL = 'Key ({ref.column})=(' || bad_id || ') is not present in table "{ref.parent}"'{detail} || '.';
+         WHERE NOT EXISTS (SELECT 1 FROM {ref.parent} p WHERE p.id = w.id) LIMIT 1;{_raise_missing(child, ref)}
     END IF;"""
         )
-    body = "".join(checks)
+    if same:
+        # Above READ COMMITTED the check's snapshot may predate a delete that committed
+        # meanwhile: locking each parent row makes that a serialization failure, as an FK.
+        row_locks = "".join(
+            f"""
+        PERFORM 1 FROM {ref.parent} p WHERE p.id = ANY(ARRAY(
+            SELECT DISTINCT {ref.column} FROM new_rows WHERE {ref.column} IS NOT NULL))
+            FOR KEY SHARE;"""
+            for ref in same
+        )
+        probes = "\n      UNION ALL\n".join(
+            f"""      (SELECT {n} AS ref, w.id, w.landlord_id
+         FROM (SELECT DISTINCT {ref.column} AS id, landlord_id FROM new_rows
+                WHERE {ref.column} IS NOT NULL) w
+        WHERE NOT EXISTS (SELECT 1 FROM {ref.parent} p
+                           WHERE p.id = w.id AND p.landlord_id = w.landlord_id)
+        LIMIT 1)"""
+            for n, ref in enumerate(same)
+        )
+        raises = "".join(
+            f"""
+    {"IF" if n == 0 else "ELSIF"} bad_ref = {n} THEN{_raise_missing(child, ref)}"""
+            for n, ref in enumerate(same)
+        )
+        names = ", ".join(ref.name for ref in same)
+        steps.append(
+            f"""
+    IF NOT read_committed THEN{row_locks}
+    END IF;
+    -- {names}: each parent exists and is the row's landlord's.
+    SELECT x.ref, x.id, x.landlord_id INTO bad_ref, bad_id, bad_landlord FROM (
+{probes}
+    ) x LIMIT 1;{raises}
+    END IF;"""
+        )
+    body = "".join(steps)
     fn = _child_function(child)
     return f"""
 CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
@@ -132,6 +170,7 @@ SET enable_mergejoin = off
 SET jit = off
 AS $$
 DECLARE
+    bad_ref int;
     bad_id bigint;
     bad_landlord bigint;
     ids bigint[];
