@@ -357,7 +357,11 @@ def _monthly_line(
     tax_rates: Mapping[str, int],
 ) -> LineDraft | None:
     start = max(lease.start_date, charge.start_date, period_start)
-    end = min(d for d in (lease.end_date, charge.end_date, period_end) if d is not None)
+    end = period_end
+    if lease.end_date is not None and lease.end_date < end:
+        end = lease.end_date
+    if charge.end_date is not None and charge.end_date < end:
+        end = charge.end_date
     if end <= start:
         return None
     if (start, end) == (period_start, period_end):

@@ -717,15 +717,25 @@ _WIDE_ACCOUNT_IDS = (
     " WHERE landlord_id = k.landlord_id AND code = k.code AND currency = k.currency"
     " AND tenant_id IS NULL LIMIT 1) a ON true ORDER BY k.i)"
 )
-# Tenants and leases with their landlords, to check each is the posting landlord's.
-_OWNERS = (
-    "ARRAY(SELECT ARRAY[id, landlord_id] FROM tenants_tenant WHERE id = ANY(%s::bigint[])),"
-    " ARRAY(SELECT ARRAY[id, landlord_id] FROM tenants_lease WHERE id = ANY(%s::bigint[]))"
+# The (landlord, tenant) and (landlord, lease) pairs named whose tenant or lease is not
+# that landlord's: normally none, so nothing comes back to parse.
+_FOREIGN = (
+    "ARRAY(SELECT ARRAY[k.landlord_id, k.id] FROM unnest(%s::bigint[], %s::bigint[])"
+    " AS k(landlord_id, id) WHERE NOT EXISTS (SELECT 1 FROM tenants_tenant t"
+    " WHERE t.id = k.id AND t.landlord_id = k.landlord_id) LIMIT 10),"
+    " ARRAY(SELECT ARRAY[k.landlord_id, k.id] FROM unnest(%s::bigint[], %s::bigint[])"
+    " AS k(landlord_id, id) WHERE NOT EXISTS (SELECT 1 FROM tenants_lease t"
+    " WHERE t.id = k.id AND t.landlord_id = k.landlord_id) LIMIT 10)"
 )
 _NEXT_TRANSACTION_IDS = (
     "ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('ledger_ledgertransaction', 'id')"
     "::regclass)) FROM generate_series(1, %s))"
 )
+
+
+def _columns_of(rows: Sequence[tuple], width: int) -> list[list]:
+    """Tuples as `width` parallel lists (one array parameter per column for unnest)."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> int:
@@ -807,20 +817,20 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
         # trip: keys already posted, the tenants' and leases' landlords, transaction ids
         # for every posting (ids of skipped ones stay unused) and the accounts' ids.
         cursor.execute(
-            f"SELECT {_EXISTING_KEYS}, {_OWNERS}, {_NEXT_TRANSACTION_IDS},"
+            f"SELECT {_EXISTING_KEYS}, {_FOREIGN}, {_NEXT_TRANSACTION_IDS},"
             f" {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
             [
                 [owner for owner, *_ in prepared],
                 [p.idempotency_key for _, p, *_ in prepared],
-                sorted({t for _, t in tenant_ids}),
-                sorted({lease for _, lease in lease_ids}),
+                *_columns_of(sorted(tenant_ids), 2),
+                *_columns_of(sorted(lease_ids), 2),
                 len(prepared),
-                *([k[i] for k in per_tenant] for i in range(4)),
-                *([k[i] for k in wide] for i in range(3)),
+                *_columns_of(per_tenant, 4),
+                *_columns_of(wide, 3),
             ],
             prepare=True,
         )
-        existing_rows, tenant_owners, lease_owners, txn_ids, tenant_accounts, wide_accounts = (
+        existing_rows, foreign_tenants, foreign_leases, txn_ids, tenant_accounts, wide_accounts = (
             cursor.fetchone()
         )
         account_ids = {
@@ -837,19 +847,12 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
                 account_ids.update(
                     ((owner, k.code, k.currency, k.tenant_id), a.pk) for k, a in created.items()
                 )
-        for label, wanted, owners in (
-            ("tenant", tenant_ids, tenant_owners),
-            ("lease", lease_ids, lease_owners),
-        ):
-            missing_refs = wanted - {(owner, pk) for pk, owner in owners or ()}
-            if missing_refs and refusal is None:
+        for label, foreign in (("tenant", foreign_tenants), ("lease", foreign_leases)):
+            if foreign and refusal is None:
                 refusal = ValidationError(
                     "No %(label)s %(ids)s for this landlord.",
                     code=f"{label}_scope",
-                    params={
-                        "label": label,
-                        "ids": ", ".join(str(pk) for _, pk in sorted(missing_refs)[:10]),
-                    },
+                    params={"label": label, "ids": ", ".join(str(pk) for _, pk in foreign)},
                 )
         existing = {(int(owner), key): digest for owner, key, digest in existing_rows or ()}
         created_at = timezone.now()
