@@ -799,20 +799,22 @@ def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -
     is done (fewer, fuller `notifications_send` tasks); rows whose task is lost are
     sent by the outbox sweep.
     """
+    try:
+        with transaction.atomic():
+            return ChunksResult(_bill_chunks(chunks).created)
+    except Exception as exc:
+        if len(chunks) == 1:
+            run_id, lease_ids = chunks[0]
+            log.warning(
+                "Billing chunk of run %s (%d leases) failed: %r", run_id, len(lease_ids), exc
+            )
+            return ChunksResult(0, ((run_id, list(lease_ids)),), exc)
+        log.warning("Billing %d chunks together failed (%r): one by one", len(chunks), exc)
     created = 0
     notification_ids: list[int] = []
     failed: list[tuple[int, list[int]]] = []
     error: Exception | None = None
     try:
-        try:
-            with transaction.atomic():
-                result = _bill_chunks(chunks)
-        except Exception as exc:
-            if len(chunks) == 1:
-                raise
-            log.warning("Billing %d chunks together failed (%r): one by one", len(chunks), exc)
-        else:
-            return ChunksResult(result.created)
         for run_id, lease_ids in chunks:
             try:
                 result = billing_run_process_chunk(
@@ -827,10 +829,6 @@ def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -
                 continue
             created += result.created
             notification_ids += result.notification_ids
-    except Exception as exc:  # the single chunk failed
-        run_id, lease_ids = chunks[0]
-        log.warning("Billing chunk of run %s (%d leases) failed: %r", run_id, len(lease_ids), exc)
-        return ChunksResult(0, ((run_id, list(lease_ids)),), exc)
     finally:
         if notification_ids:
             transaction.on_commit(partial(_enqueue_notifications, notification_ids))
