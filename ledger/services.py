@@ -21,7 +21,6 @@ from typing import NamedTuple
 import psycopg
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from ledger.hashing import EntryContent, chain_hash, content_hash
@@ -29,7 +28,6 @@ from ledger.models import (
     GENESIS_HASH,
     TENANT_ACCOUNT_CODES,
     Account,
-    LedgerHead,
     LedgerTransaction,
     account_kind_for,
 )
@@ -39,8 +37,6 @@ from tenants.models import Landlord, Lease, Tenant
 # Accounts per INSERT (`bulk_create` sends one array per column on PostgreSQL, far
 # below the 65,535 bind-parameter limit; the batch bounds memory). Postings use COPY.
 BULK_BATCH_SIZE = 5_000
-# Ids per `IN (...)` lookup: one bind parameter each, well below 65,535.
-LOOKUP_CHUNK = 10_000
 
 MAX_KEY_LENGTH = LedgerTransaction._meta.get_field("idempotency_key").max_length
 MAX_DESCRIPTION_LENGTH = LedgerTransaction._meta.get_field("description").max_length
@@ -166,32 +162,46 @@ def account_get_or_create(
     )[AccountKey(code=code, currency=currency, tenant_id=tenant_id)]
 
 
+_ACCOUNT_ATTNAMES = [f.attname for f in Account._meta.concrete_fields]
+# The accounts of one landlord named by (code, currency, tenant), per-tenant and
+# landlord-wide keys apart so each probe uses the whole unique index.
+_ACCOUNTS_BY_KEY_SQL = (
+    f"SELECT {', '.join('a.' + name for name in _ACCOUNT_ATTNAMES)}"  # noqa: S608
+    " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS k(code, currency, tenant_id)"
+    " JOIN ledger_account a ON a.landlord_id = %s AND a.code = k.code"
+    " AND a.currency = k.currency AND a.tenant_id = k.tenant_id"
+    " UNION ALL"
+    f" SELECT {', '.join('a.' + name for name in _ACCOUNT_ATTNAMES)}"
+    " FROM unnest(%s::text[], %s::text[]) AS k(code, currency)"
+    " JOIN ledger_account a ON a.landlord_id = %s AND a.code = k.code"
+    " AND a.currency = k.currency AND a.tenant_id IS NULL"
+)
+
+
 def _accounts_fetch(*, landlord: Landlord, keys: set[AccountKey]) -> dict[AccountKey, Account]:
-    """The existing accounts among `keys`, in one query per 10,000 tenant accounts (the
-    (code, currency) groups are OR-ed together; a query per group cost a round trip and
-    a query compilation each in every billing chunk)."""
-    by_code_currency: dict[tuple[str, str], list[int | None]] = defaultdict(list)
-    for key in keys:
-        by_code_currency[(key.code, key.currency)].append(key.tenant_id)
-    conditions: list[Q] = []
-    condition, size = Q(), 0
-    for (code, currency), tenant_ids in by_code_currency.items():
-        if None in tenant_ids:
-            condition |= Q(code=code, currency=currency, tenant__isnull=True)
-        ids = sorted(t for t in tenant_ids if t is not None)
-        for start in range(0, len(ids), LOOKUP_CHUNK):
-            part = ids[start : start + LOOKUP_CHUNK]
-            if condition and size + len(part) > LOOKUP_CHUNK:
-                conditions.append(condition)
-                condition, size = Q(), 0
-            condition |= Q(code=code, currency=currency, tenant_id__in=part)
-            size += len(part)
-    if condition:
-        conditions.append(condition)
+    """The existing accounts among `keys`, in one query (plain SQL: this runs for every
+    payment event, where the ORM's query building cost ten times the query)."""
+    per_tenant = [k for k in keys if k.tenant_id is not None]
+    wide = [k for k in keys if k.tenant_id is None]
+    with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+        cursor.execute(
+            _ACCOUNTS_BY_KEY_SQL,
+            [
+                [k.code for k in per_tenant],
+                [k.currency for k in per_tenant],
+                [k.tenant_id for k in per_tenant],
+                landlord.pk,
+                [k.code for k in wide],
+                [k.currency for k in wide],
+                landlord.pk,
+            ],
+            prepare=True,
+        )
+        rows = cursor.fetchall()
     found: dict[AccountKey, Account] = {}
-    for condition in conditions:
-        for account in Account.objects.for_landlord(landlord).filter(condition):
-            found[AccountKey(account.code, account.currency, account.tenant_id)] = account
+    for row in rows:
+        account = Account.from_db(connection.alias, _ACCOUNT_ATTNAMES, row)
+        found[AccountKey(account.code, account.currency, account.tenant_id)] = account
     return found
 
 
@@ -200,8 +210,8 @@ def accounts_get_or_create(
 ) -> dict[AccountKey, Account]:
     """Many accounts at once (e.g. the receivable of every tenant in a billing chunk).
 
-    One SELECT per (code, currency) and 10,000 tenants when all accounts exist; the
-    missing ones are inserted with one `INSERT ... ON CONFLICT DO NOTHING` and read back.
+    One SELECT when all accounts exist; the missing ones are inserted with one
+    `INSERT ... ON CONFLICT DO NOTHING` and read back.
     """
     wanted = set(keys)
     kinds = {
@@ -381,15 +391,6 @@ def _same_or_conflict(existing: LedgerTransaction, prepared: _Prepared) -> Ledge
     return existing
 
 
-def _head_lock(landlord: Landlord) -> LedgerHead:
-    """Lock the landlord's chain head (creating it on first use). Held until commit."""
-    head = LedgerHead.objects.select_for_update().filter(landlord=landlord).first()
-    if head is None:
-        LedgerHead.objects.bulk_create([LedgerHead(landlord=landlord)], ignore_conflicts=True)
-        head = LedgerHead.objects.select_for_update().get(landlord=landlord)
-    return head
-
-
 # Column order of the COPY streams; the transaction columns are the model's concrete
 # fields in order, so a written row doubles as the values of `LedgerTransaction.from_db`.
 TRANSACTION_COLUMNS = (
@@ -431,16 +432,17 @@ def _copy(cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[t
 
 
 def _write(
-    *, landlord: Landlord, head: LedgerHead, prepared: Sequence[_Prepared]
+    *, landlord: Landlord, head: tuple[int, str], prepared: Sequence[_Prepared]
 ) -> list[LedgerTransaction]:
-    """Append `prepared` to the landlord's chain under the held head lock.
+    """Append `prepared` to the landlord's chain under the held head lock (`head`:
+    its last seq and hash, from `_heads_lock_raw`).
 
     Binary COPY rather than INSERT: about twice as fast as `bulk_create` end to end
     for the billing run (docs/decisions/0003-ledger.md). Ids are drawn from the sequence first
     so entries can reference their transaction in the same round of COPY.
     """
     created_at = timezone.now()
-    seq, prev_hash = head.last_seq, head.last_hash
+    seq, prev_hash = head
     txn_rows: list[tuple] = []
     entry_rows: list[tuple] = []
     with connection.cursor() as cursor:
@@ -489,9 +491,11 @@ def _write(
         with connection.wrap_database_errors:
             _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
             _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
-    LedgerHead.objects.filter(pk=head.pk).update(
-        last_seq=seq, last_hash=prev_hash, updated_at=created_at
-    )
+        cursor.execute(
+            "UPDATE ledger_ledgerhead SET last_seq = %s, last_hash = %s, updated_at = %s"
+            " WHERE landlord_id = %s",
+            [seq, prev_hash, created_at, landlord.pk],
+        )
     return [
         LedgerTransaction.from_db(connection.alias, _TRANSACTION_ATTNAMES, row) for row in txn_rows
     ]
@@ -505,38 +509,61 @@ def _constraint_name(exc: IntegrityError) -> str | None:
 # --- posting ------------------------------------------------------------------------
 
 
-def _post(*, landlord: Landlord, prepared: _Prepared) -> LedgerTransaction:
-    key = prepared.spec.idempotency_key
+_BY_KEYS_SQL = (
+    f"SELECT {', '.join(_TRANSACTION_ATTNAMES)} FROM ledger_ledgertransaction"  # noqa: S608
+    " WHERE landlord_id = %s AND idempotency_key = ANY(%s::text[])"
+)
+
+
+def _by_keys(cursor, landlord: Landlord, keys: Sequence[str]) -> dict[str, LedgerTransaction]:
+    cursor.execute(_BY_KEYS_SQL, [landlord.pk, list(keys)], prepare=True)
+    key_at = _TRANSACTION_ATTNAMES.index("idempotency_key")
+    return {
+        row[key_at]: LedgerTransaction.from_db(connection.alias, _TRANSACTION_ATTNAMES, row)
+        for row in cursor.fetchall()
+    }
+
+
+def _post(*, landlord: Landlord, prepared: Sequence[_Prepared]) -> list[LedgerTransaction]:
+    """Post each of `prepared` once: the existing transaction for a key already used
+    (same content; other content raises), else a new one. One head lock, one key
+    look-up and one write for all of them (a payment and its fee are posted together).
+
+    Plain SQL on a preparing cursor: this is the per-event path of Stripe webhooks,
+    where building ORM queries cost more than running them. The references of entries
+    to tenants and leases are checked by PostgreSQL (migration 0005, set-based
+    references); a violation is turned into the readable error here."""
+    keys = [p.spec.idempotency_key for p in prepared]
+    if len(set(keys)) != len(keys):
+        raise _invalid("An idempotency key appears twice in one post.", "idempotency_key")
     with transaction.atomic():
-        # Replays are the common retry: answer them without waiting for the head lock.
-        existing = (
-            LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
-        )
-        if existing is not None:
-            return _same_or_conflict(existing, prepared)
-        _check_references(landlord=landlord, prepared=[prepared])
-        head = _head_lock(landlord)
-        # Every poster of this landlord holds the head lock, so this read is race-free;
-        # the unique constraint below is still the last word.
-        existing = (
-            LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
-        )
-        if existing is not None:
-            return _same_or_conflict(existing, prepared)
-        if prepared.reverses is not None:
-            _check_not_reversed(prepared.reverses)
-        try:
-            with transaction.atomic():
-                (txn,) = _write(landlord=landlord, head=head, prepared=[prepared])
-        except IntegrityError as exc:
-            name = _constraint_name(exc)
-            if name == "ledger_transaction_unique_key":
-                existing = LedgerTransaction.objects.for_landlord(landlord).get(idempotency_key=key)
-                return _same_or_conflict(existing, prepared)
-            if name == "ledger_transaction_reversed_once" and prepared.reverses is not None:
-                _check_not_reversed(prepared.reverses)
-            raise
-    return txn
+        with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+            head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
+            existing = _by_keys(cursor, landlord, keys)
+        results: dict[str, LedgerTransaction] = {}
+        fresh: list[_Prepared] = []
+        for p in prepared:
+            found = existing.get(p.spec.idempotency_key)
+            if found is not None:
+                results[p.spec.idempotency_key] = _same_or_conflict(found, p)
+            else:
+                if p.reverses is not None:
+                    _check_not_reversed(p.reverses)
+                fresh.append(p)
+        if fresh:
+            try:
+                with transaction.atomic():
+                    written = _write(landlord=landlord, head=head, prepared=fresh)
+            except IntegrityError as exc:
+                name = _constraint_name(exc)
+                if name in ("ledger_entry_tenant_ref", "ledger_entry_lease_ref"):
+                    _check_references(landlord=landlord, prepared=fresh)
+                for p in fresh:
+                    if p.reverses is not None:
+                        _check_not_reversed(p.reverses)
+                raise
+            results.update(zip((p.spec.idempotency_key for p in fresh), written, strict=True))
+    return [results[key] for key in keys]
 
 
 def transaction_post(
@@ -564,7 +591,18 @@ def transaction_post(
         document_kind=document_kind,
         document_id=document_id,
     )
-    return _post(landlord=landlord, prepared=_prepare(landlord=landlord, spec=spec))
+    return _post(landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec)])[0]
+
+
+def transactions_post(
+    *, landlord: Landlord, specs: Sequence[TransactionSpec]
+) -> list[LedgerTransaction]:
+    """`transaction_post` for several postings at once, under one head lock (e.g. a
+    payment and its processor fee): one transaction per spec, in spec order, the
+    existing one where the key was used before. All or nothing."""
+    if not specs:
+        return []
+    return _post(landlord=landlord, prepared=[_prepare(landlord=landlord, spec=s) for s in specs])
 
 
 def transactions_post_bulk(
@@ -588,8 +626,8 @@ def transactions_post_bulk(
     if not prepared:
         return []
     with transaction.atomic():
-        head = _head_lock(landlord)
-        with connection.cursor() as cursor:
+        with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+            head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
             cursor.execute(
                 "SELECT idempotency_key, content_hash FROM ledger_ledgertransaction"
                 " WHERE landlord_id = %s AND idempotency_key = ANY(%s)",
@@ -1030,5 +1068,5 @@ def transaction_reverse(
         document_id=original.document_id,
     )
     return _post(
-        landlord=landlord, prepared=_prepare(landlord=landlord, spec=spec, reverses=original)
-    )
+        landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec, reverses=original)]
+    )[0]
