@@ -527,7 +527,8 @@ def _by_keys(cursor, landlord: Landlord, keys: Sequence[str]) -> dict[str, Ledge
 def _post(*, landlord: Landlord, prepared: Sequence[_Prepared]) -> list[LedgerTransaction]:
     """Post each of `prepared` once: the existing transaction for a key already used
     (same content; other content raises), else a new one. One head lock, one key
-    look-up and one write for all of them (a payment and its fee are posted together).
+    look-up and one write for all of them. The key is looked up under the head lock,
+    so a replay waits for a concurrent poster of the same landlord (replays are rare).
 
     Plain SQL on a preparing cursor: this is the per-event path of Stripe webhooks,
     where building ORM queries cost more than running them. The references of entries
@@ -594,17 +595,6 @@ def transaction_post(
     return _post(landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec)])[0]
 
 
-def transactions_post(
-    *, landlord: Landlord, specs: Sequence[TransactionSpec]
-) -> list[LedgerTransaction]:
-    """`transaction_post` for several postings at once, under one head lock (e.g. a
-    payment and its processor fee): one transaction per spec, in spec order, the
-    existing one where the key was used before. All or nothing."""
-    if not specs:
-        return []
-    return _post(landlord=landlord, prepared=[_prepare(landlord=landlord, spec=s) for s in specs])
-
-
 def transactions_post_bulk(
     *, landlord: Landlord, specs: Sequence[TransactionSpec]
 ) -> list[LedgerTransaction]:
@@ -628,12 +618,9 @@ def transactions_post_bulk(
     with transaction.atomic():
         with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
             head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
-            cursor.execute(
-                "SELECT idempotency_key, content_hash FROM ledger_ledgertransaction"
-                " WHERE landlord_id = %s AND idempotency_key = ANY(%s)",
-                [landlord.pk, keys],
-            )
-            existing = dict(cursor.fetchall())
+            existing = {
+                key: txn.content_hash for key, txn in _by_keys(cursor, landlord, keys).items()
+            }
         fresh: list[_Prepared] = []
         for p in prepared:
             stored = existing.get(p.spec.idempotency_key)
