@@ -52,10 +52,30 @@ if command -v dpkg-query >/dev/null 2>&1; then
 fi
 
 # Resolved after the packages: on a bare Debian, python3 arrives with python3-venv.
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
-if [ -z "$PYTHON" ]; then
-  echo "no python3 found: install Python >= 3.11 (Debian: apt-get install python3-venv)" >&2
+# The distribution's interpreter first: Debian builds CPython with profile-guided and
+# link-time optimisation, and a source build (pyenv's default, say) is without them.
+# Measured on one box (docs/decisions/0010): Django's query building takes ~1.45x the
+# CPU on pyenv's 3.11 than on Debian's. A python3.11 earlier on PATH comes second.
+if [ -z "${PYTHON:-}" ]; then
+  for candidate in /usr/bin/python3.11 "$(command -v python3.11 || true)" "$(command -v python3 || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] \
+      && "$candidate" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      PYTHON=$candidate
+      break
+    fi
+  done
+fi
+if [ -z "${PYTHON:-}" ]; then
+  echo "no Python 3.11 found: install it (Debian: apt-get install python3-venv)" >&2
   exit 1
+fi
+
+# A .venv made from another interpreter than the one chosen is made again (uv then
+# reinstalls from the lock file): otherwise a checkout keeps whatever made it first.
+venv_python=$(sed -n 's/^executable = //p' .venv/pyvenv.cfg 2>/dev/null || true)
+if [ -n "$venv_python" ] && [ "$(realpath "$venv_python" 2>/dev/null)" != "$(realpath "$PYTHON")" ]; then
+  say "the .venv was made with $venv_python; making it again with $PYTHON"
+  rm -rf .venv
 fi
 
 uv_version=$(awk '/^name = "uv"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' uv.lock)
