@@ -592,7 +592,19 @@ def transaction_post(
         document_kind=document_kind,
         document_id=document_id,
     )
-    return _post(landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec)])[0]
+    return transactions_post(landlord=landlord, specs=[spec])[0]
+
+
+def transactions_post(
+    *, landlord: Landlord, specs: Sequence[TransactionSpec]
+) -> list[LedgerTransaction]:
+    """Post several transactions of one landlord together, each exactly as
+    `transaction_post` would (same rules; an already used key returns its first
+    transaction), all or none: one head lock, one key look-up and one write for all.
+    Returns one transaction per spec, in spec order (a payment and its processor fee
+    are posted this way: half the round trips of two posts)."""
+    prepared = [_prepare(landlord=landlord, spec=spec) for spec in specs]
+    return _post(landlord=landlord, prepared=prepared) if prepared else []
 
 
 def transactions_post_bulk(

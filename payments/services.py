@@ -36,21 +36,24 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 
-from invoices.models import Channel, Invoice, InvoiceState, Notification, NotificationStatus
-from invoices.selectors import invoice_balances, receivable_balance
+from invoices.models import Channel, Invoice, InvoiceState, Notification
+from invoices.selectors import invoice_balances
 from ledger.models import Account, AccountCode, LedgerEntry, LedgerTransaction
 from ledger.selectors import account_balance
 from ledger.services import (
     AccountKey,
     EntrySpec,
+    TransactionSpec,
     accounts_get_or_create,
+    prepared_connection,
     transaction_post,
     transaction_reverse,
+    transactions_post,
 )
 from money.currency import format_money, is_known_currency
 from payments import stripe_client
@@ -201,23 +204,111 @@ def _payments_locked():
     return Payment.objects.select_for_update(of=("self",)).select_related("landlord", "tenant")
 
 
+# `_payments_locked()` for the lookups of every payment event, in plain SQL: the
+# payment row locked, its landlord and tenant read along (as select_related does).
+_LOCK_PARTS = (("p", Payment), ("l", Landlord), ("t", Tenant))
+_LOCK_SQL = (
+    "SELECT "  # noqa: S608
+    + ", ".join(
+        f'{alias}."{field.column}"'
+        for alias, model in _LOCK_PARTS
+        for field in model._meta.concrete_fields
+    )
+    + f" FROM {Payment._meta.db_table} p"
+    f" JOIN {Landlord._meta.db_table} l ON l.id = p.landlord_id"
+    f" JOIN {Tenant._meta.db_table} t ON t.id = p.tenant_id"
+    " WHERE {where} ORDER BY p.id LIMIT 1 FOR UPDATE OF p"
+)
+_LOCK_BY = {
+    "intent": _LOCK_SQL.format(where="p.stripe_payment_intent_id = %s"),
+    "charge": _LOCK_SQL.format(where="p.stripe_charge_id = %s"),
+    # A payment whose PaymentIntent id was never saved (the metadata names it).
+    "unlinked": _LOCK_SQL.format(where="p.id = %s AND p.stripe_payment_intent_id IS NULL"),
+}
+
+
+def _payment_locked(by: str, value) -> Payment | None:
+    """The payment found by `by` (a key of `_LOCK_BY`), locked, landlord and tenant
+    loaded; None if there is none. None of the three models needs a value converter
+    (checked by a test), so `from_db` takes the row as PostgreSQL returns it."""
+    rows = _sql(_LOCK_BY[by], [value])
+    if not rows:
+        return None
+    row, start = rows[0], 0
+    loaded = []
+    for _alias, model in _LOCK_PARTS:
+        fields = model._meta.concrete_fields
+        names = [f.attname for f in fields]
+        loaded.append(model.from_db(connection.alias, names, row[start : start + len(names)]))
+        start += len(names)
+    payment, landlord, tenant = loaded
+    payment.landlord, payment.tenant = landlord, tenant
+    return payment
+
+
+def _sql(statement: str, params: Sequence) -> list[tuple]:
+    """Run one fixed statement of the per-event path as a prepared statement (same
+    connection and transaction as the ORM). For these small indexed queries, Django's
+    query building and PostgreSQL's planning cost more than running them
+    (docs/decisions/0010-webhook-processing-cost.md)."""
+    with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+        cursor.execute(statement, params, prepare=True)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+_LOCK_TENANT_SQL = "SELECT id FROM tenants_tenant WHERE id = %s FOR UPDATE"
+
+
 def _lock_tenant(tenant_id: int) -> None:
     # Serialises everything that reads a tenant's open balances and then posts
     # against them (payments, credit application), so two cannot both settle the
-    # same invoice.
-    list(Tenant.objects.select_for_update().filter(pk=tenant_id).values_list("pk"))
+    # same invoice. Taking it again in the same transaction is a cheap no-op.
+    _sql(_LOCK_TENANT_SQL, [tenant_id])
+
+
+# In the model's field order, as `Model.from_db` expects for a partial row.
+_OPEN_INVOICE_FIELDS = tuple(
+    f.attname
+    for f in Invoice._meta.concrete_fields
+    if f.attname
+    in {"id", "landlord_id", "lease_id", "tenant_id", "currency", "number", "state"}
+    | {"issue_date", "due_date", "total_minor"}
+)
+# `receivable_balance` (invoices.selectors) for one tenant's issued invoices: the sum
+# of the receivable entries that name the invoice.
+_OPEN_INVOICES_SQL = (
+    f"SELECT {', '.join('i.' + name for name in _OPEN_INVOICE_FIELDS)}, b.balance"  # noqa: S608
+    " FROM invoices_invoice i CROSS JOIN LATERAL ("
+    "  SELECT COALESCE(SUM(e.amount_minor), 0) AS balance FROM ledger_ledgerentry e"
+    "  JOIN ledger_account a ON a.id = e.account_id AND a.code = %s"
+    "  WHERE e.landlord_id = i.landlord_id AND e.document_kind = %s"
+    "  AND e.document_id = i.id AND e.currency = i.currency) b"
+    " WHERE i.landlord_id = %s AND i.tenant_id = %s AND i.state = %s AND i.currency = %s"
+    " AND b.balance > 0 ORDER BY i.due_date, i.issue_date, i.id"
+)
 
 
 def _open_invoices(*, landlord: Landlord, tenant_id: int, currency: str) -> list[Invoice]:
     """The tenant's issued invoices in `currency` with a positive open balance, oldest
-    due first; each carries `balance_minor`."""
-    return list(
-        Invoice.objects.for_landlord(landlord)
-        .filter(tenant_id=tenant_id, state=InvoiceState.ISSUED, currency=currency)
-        .annotate(balance_minor=receivable_balance())
-        .filter(balance_minor__gt=0)
-        .order_by("due_date", "issue_date", "pk")
+    due first; each carries `balance_minor` (other fields than the listed ones are
+    deferred: reading one loads it)."""
+    rows = _sql(
+        _OPEN_INVOICES_SQL,
+        [
+            AccountCode.RECEIVABLE,
+            INVOICE_DOCUMENT,
+            landlord.pk,
+            tenant_id,
+            InvoiceState.ISSUED,
+            currency,
+        ],
     )
+    invoices = []
+    for *values, balance in rows:
+        invoice = Invoice.from_db(connection.alias, _OPEN_INVOICE_FIELDS, values)
+        invoice.balance_minor = int(balance)
+        invoices.append(invoice)
+    return invoices
 
 
 def _allocation_plan(
@@ -245,10 +336,15 @@ def _debit_code(payment: Payment) -> str:
     return AccountCode.CASH_IN_TRANSIT if payment.source == Source.STRIPE else AccountCode.BANK
 
 
-def _payment_post(*, payment: Payment, when: datetime) -> LedgerTransaction:
-    """Post the payment and write its allocations (caller holds the payment lock)."""
+def _payment_post(
+    *, payment: Payment, when: datetime, fee: int | None = None
+) -> list[tuple[Invoice | None, int]] | None:
+    """Post the payment and write its allocations (caller holds the payment lock);
+    with a known Stripe `fee`, the fee is posted in the same ledger call (its own
+    transaction and key, as `_payment_fee_record` would). Returns the allocation plan,
+    or None if the payment was posted already."""
     if payment.posting_id is not None:
-        return payment.posting
+        return None
     landlord = payment.landlord
     _lock_tenant(payment.tenant_id)
     plan = _allocation_plan(
@@ -262,7 +358,11 @@ def _payment_post(*, payment: Payment, when: datetime) -> LedgerTransaction:
     debit = AccountKey(_debit_code(payment), currency)
     receivable = AccountKey(AccountCode.RECEIVABLE, currency, payment.tenant_id)
     credit = AccountKey(AccountCode.TENANT_CREDIT, currency, payment.tenant_id)
-    accounts = accounts_get_or_create(landlord=landlord, keys=[debit, receivable, credit])
+    keys = [debit, receivable, credit]
+    with_fee = bool(fee) and payment.fee_minor is None
+    if with_fee:
+        keys += [_fees_key(currency), _cash_key(currency)]
+    accounts = accounts_get_or_create(landlord=landlord, keys=keys)
     entries = [EntrySpec(accounts[debit], payment.amount_minor, currency)]
     for invoice, amount in plan:
         if invoice is None:
@@ -278,15 +378,27 @@ def _payment_post(*, payment: Payment, when: datetime) -> LedgerTransaction:
                     document_id=invoice.pk,
                 )
             )
-    posting = transaction_post(
-        landlord=landlord,
-        idempotency_key=f"payment:{payment.pk}:post",
-        effective_at=when,
-        description=f"Payment {payment.pk} ({payment.get_method_display()})"[:300],
-        entries=entries,
-        document_kind=DOCUMENT_KIND,
-        document_id=payment.pk,
-    )
+    specs = [
+        TransactionSpec(
+            idempotency_key=f"payment:{payment.pk}:post",
+            effective_at=when,
+            description=f"Payment {payment.pk} ({payment.get_method_display()})"[:300],
+            entries=entries,
+            document_kind=DOCUMENT_KIND,
+            document_id=payment.pk,
+        )
+    ]
+    if with_fee:
+        specs.append(
+            _fee_spec(
+                accounts=accounts,
+                payment=payment,
+                fee=fee,
+                key=f"payment:{payment.pk}:fee",
+                when=when,
+            )
+        )
+    posted = transactions_post(landlord=landlord, specs=specs)
     PaymentAllocation.objects.bulk_create(
         [
             PaymentAllocation(
@@ -299,9 +411,11 @@ def _payment_post(*, payment: Payment, when: datetime) -> LedgerTransaction:
             for position, (invoice, amount) in enumerate(plan)
         ]
     )
-    payment.posting = posting
+    payment.posting = posted[0]
+    if with_fee:
+        payment.fee_minor, payment.fee_posting = fee, posted[1]
     _credit_apply(landlord=landlord, tenant_id=payment.tenant_id, when=when)
-    return posting
+    return plan
 
 
 @dataclass(frozen=True)
@@ -498,6 +612,31 @@ def _reallocate_post(
     )
 
 
+def _fees_key(currency: str) -> AccountKey:
+    return AccountKey(AccountCode.PROCESSOR_FEES, currency)
+
+
+def _cash_key(currency: str) -> AccountKey:
+    return AccountKey(AccountCode.CASH_IN_TRANSIT, currency)
+
+
+def _fee_spec(
+    *, accounts: dict, payment: Payment | None, fee: int, key: str, when, currency: str = ""
+) -> TransactionSpec:
+    currency = currency or payment.currency
+    return TransactionSpec(
+        idempotency_key=key,
+        effective_at=when,
+        description=f"Stripe fee{f' for payment {payment.pk}' if payment else ''}",
+        entries=[
+            EntrySpec(accounts[_fees_key(currency)], fee, currency),
+            EntrySpec(accounts[_cash_key(currency)], -fee, currency),
+        ],
+        document_kind=DOCUMENT_KIND if payment else "",
+        document_id=payment.pk if payment else None,
+    )
+
+
 def _fee_post(
     *, landlord: Landlord, payment: Payment | None, currency: str, fee: int, key: str, when
 ) -> LedgerTransaction | None:
@@ -505,21 +644,13 @@ def _fee_post(
     returned dispute fee, the other way round)."""
     if not fee:
         return None
-    fees = AccountKey(AccountCode.PROCESSOR_FEES, currency)
-    cash = AccountKey(AccountCode.CASH_IN_TRANSIT, currency)
-    accounts = accounts_get_or_create(landlord=landlord, keys=[fees, cash])
-    return transaction_post(
-        landlord=landlord,
-        idempotency_key=key,
-        effective_at=when,
-        description=f"Stripe fee{f' for payment {payment.pk}' if payment else ''}",
-        entries=[
-            EntrySpec(accounts[fees], fee, currency),
-            EntrySpec(accounts[cash], -fee, currency),
-        ],
-        document_kind=DOCUMENT_KIND if payment else "",
-        document_id=payment.pk if payment else None,
+    accounts = accounts_get_or_create(
+        landlord=landlord, keys=[_fees_key(currency), _cash_key(currency)]
     )
+    spec = _fee_spec(
+        accounts=accounts, payment=payment, fee=fee, key=key, when=when, currency=currency
+    )
+    return transactions_post(landlord=landlord, specs=[spec])[0]
 
 
 def _payment_fee_record(*, payment: Payment, fee: int | None, when: datetime) -> None:
@@ -562,13 +693,20 @@ def _money_status(payment: Payment) -> str:
 # --- receipts -----------------------------------------------------------------------
 
 
-def _receipt_queue(payment: Payment) -> None:
-    """Queue the receipt email once (outbox dedupe key), sent after commit."""
+def _receipt_queue(
+    payment: Payment, *, plan: Sequence[tuple[Invoice | None, int]] | None = None
+) -> None:
+    """Queue the receipt email once (outbox dedupe key), sent after commit. `plan`:
+    the allocations just written (as `_payment_post` returns them), else read back."""
     tenant = payment.tenant
     if not tenant.email:
         return
     key = f"payment:{payment.pk}:receipt:email"
-    allocations = list(payment.allocations.select_related("invoice").order_by("position"))
+    if plan is None:
+        plan = [
+            (a.invoice, a.amount_minor)
+            for a in payment.allocations.select_related("invoice").order_by("position")
+        ]
     lang = tenant.language or "en"
     with override(lang):
         amount = format_money(payment.amount_minor, payment.currency, lang)
@@ -583,14 +721,14 @@ def _receipt_queue(payment: Payment) -> None:
             },
             "",
         ]
-        for allocation in allocations:
-            share = format_money(allocation.amount_minor, payment.currency, lang)
-            if allocation.invoice is None:
+        for invoice, amount_minor in plan:
+            share = format_money(amount_minor, payment.currency, lang)
+            if invoice is None:
                 lines.append(_("Credit on your account: %(amount)s") % {"amount": share})
             else:
                 lines.append(
                     _("Applied to invoice %(number)s: %(amount)s")
-                    % {"number": allocation.invoice.number, "amount": share}
+                    % {"number": invoice.number, "amount": share}
                 )
         if payment.reference:
             lines.append(_("Reference: %(ref)s") % {"ref": payment.reference})
@@ -598,9 +736,12 @@ def _receipt_queue(payment: Payment) -> None:
         lines += [payment.landlord.name]
         subject = _("Payment received: %(amount)s") % {"amount": amount}
     first_invoice = payment.invoice_id or next(
-        (a.invoice_id for a in allocations if a.invoice_id), None
+        (invoice.pk for invoice, _amount in plan if invoice is not None), None
     )
-    Notification.objects.bulk_create(
+    # Exactly once by the outbox key; on a conflict (a receipt queued before) the
+    # upsert touches nothing that matters and returns the existing row's id: the
+    # sender skips a row that is no longer queued.
+    (notification,) = Notification.objects.bulk_create(
         [
             Notification(
                 landlord_id=payment.landlord_id,
@@ -614,22 +755,18 @@ def _receipt_queue(payment: Payment) -> None:
                 body="\n".join(lines) + "\n",
             )
         ],
-        ignore_conflicts=True,
+        update_conflicts=True,
+        unique_fields=["landlord", "dedupe_key"],
+        update_fields=["dedupe_key"],
     )
-    row = (
-        Notification.objects.filter(landlord_id=payment.landlord_id, dedupe_key=key)
-        .values_list("pk", "status")
-        .first()
-    )
-    if row and row[1] == NotificationStatus.QUEUED:
-        notification_id = row[0]
+    notification_id = notification.pk
 
-        def send() -> None:
-            from invoices.tasks import notifications_send
+    def send() -> None:
+        from invoices.tasks import notifications_send
 
-            notifications_send.delay(notification_ids=[notification_id])
+        notifications_send.delay(notification_ids=[notification_id])
 
-        transaction.on_commit(send)
+    transaction.on_commit(send)
 
 
 # --- applying Stripe state to a payment ---------------------------------------------
@@ -680,14 +817,14 @@ def _mark_succeeded(
             payment.amount_minor = amount_received
         payment.succeeded_at = when
         payment.failure_code = payment.decline_code = payment.failure_message = ""
-        _payment_post(payment=payment, when=when)
+        plan = _payment_post(payment=payment, when=when, fee=fee)
         payment.status = PaymentStatus.SUCCEEDED
     _payment_fee_record(payment=payment, fee=fee, when=when)
     if not newly:
         payment.status = _money_status(payment)
     payment.save()
     if newly:
-        _receipt_queue(payment)
+        _receipt_queue(payment, plan=plan)
     return newly
 
 
@@ -1366,7 +1503,7 @@ def manual_payment_record(
         return Payment.objects.for_landlord(landlord).get(idempotency_key=key)
     payment = _payments_locked().get(pk=payment.pk)
     when = _local_midnight(landlord, received_on)
-    _payment_post(payment=payment, when=when)
+    plan = _payment_post(payment=payment, when=when)
     payment.status = PaymentStatus.SUCCEEDED
     payment.succeeded_at = when
     payment.save()
@@ -1379,7 +1516,7 @@ def manual_payment_record(
         f"{format_money(amount_minor, currency)} from {tenant}",
         data={"reference": payment.reference, "invoice_id": invoice.pk if invoice else None},
     )
-    _receipt_queue(payment)
+    _receipt_queue(payment, plan=plan)
     return payment
 
 
@@ -1441,21 +1578,24 @@ def tenant_credit_apply(
     return _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now or timezone.now())
 
 
+# The tenant's credit per currency, and the last entry on it (the key of applying it).
+_CREDIT_BY_CURRENCY_SQL = (
+    "SELECT a.currency, SUM(e.amount_minor), MAX(e.id) FROM ledger_account a"
+    " JOIN ledger_ledgerentry e ON e.account_id = a.id"
+    " WHERE a.landlord_id = %s AND a.code = %s AND a.tenant_id = %s"
+    " GROUP BY a.currency ORDER BY a.currency"
+)
+
+
 def _credit_apply(*, landlord: Landlord, tenant_id: int, when: datetime) -> list[LedgerTransaction]:
     """`tenant_credit_apply` for a caller that already holds the tenant lock."""
     posted = []
-    credit_accounts = (
-        LedgerEntry.objects.for_landlord(landlord)
-        .filter(account__tenant_id=tenant_id, account__code=AccountCode.TENANT_CREDIT)
-        .values("currency")
-        .annotate(total=Sum("amount_minor"), last=Max("pk"))
-        .order_by("currency")
-    )
-    for row in credit_accounts:
-        available = -int(row["total"])
+    for currency, total, last in _sql(
+        _CREDIT_BY_CURRENCY_SQL, [landlord.pk, AccountCode.TENANT_CREDIT, tenant_id]
+    ):
+        available = -int(total)
         if available <= 0:
             continue
-        currency = row["currency"]
         plan = [
             (invoice, amount)
             for invoice, amount in _allocation_plan(
@@ -1485,7 +1625,7 @@ def _credit_apply(*, landlord: Landlord, tenant_id: int, when: datetime) -> list
         posted.append(
             transaction_post(
                 landlord=landlord,
-                idempotency_key=f"tenant:{tenant_id}:credit:{currency}:{row['last']}",
+                idempotency_key=f"tenant:{tenant_id}:credit:{currency}:{last}",
                 effective_at=when,
                 description=f"Credit applied to {', '.join(i.number for i, _a in plan)}"[:300],
                 entries=entries,
@@ -1645,13 +1785,12 @@ def _payment_for_intent(*, pi: dict, landlord: Landlord | None) -> Payment:
     metadata (a PI made outside the portal that still names landlord and tenant)."""
     pi_id = pi.get("id") or ""
     metadata = pi.get("metadata") or {}
-    base = _payments_locked()
-    payment = base.filter(stripe_payment_intent_id=pi_id).first() if pi_id else None
+    payment = _payment_locked("intent", pi_id) if pi_id else None
     meta_landlord = _metadata_int(metadata, "landlord_id")
     if payment is None:
         payment_id = _metadata_int(metadata, "payment_id")
         if payment_id is not None:
-            payment = base.filter(pk=payment_id, stripe_payment_intent_id__isnull=True).first()
+            payment = _payment_locked("unlinked", payment_id)
             if payment is not None and (
                 payment.landlord_id != meta_landlord
                 or payment.source != Source.STRIPE
@@ -1717,12 +1856,11 @@ def _payment_from_metadata(*, pi: dict, landlord: Landlord | None) -> Payment:
 
 
 def _payment_for_charge(*, charge_id: str, pi_id: str, landlord: Landlord | None) -> Payment:
-    base = _payments_locked()
     payment = None
     if pi_id:
-        payment = base.filter(stripe_payment_intent_id=pi_id).first()
+        payment = _payment_locked("intent", pi_id)
     if payment is None and charge_id:
-        payment = base.filter(stripe_charge_id=charge_id).first()
+        payment = _payment_locked("charge", charge_id)
     if payment is None:
         raise _Unmatched(f"No payment for charge {charge_id or '?'} / {pi_id or '?'}", landlord)
     if landlord is not None and payment.landlord_id != landlord.pk:
@@ -2108,10 +2246,48 @@ def _event_apply(event: StripeEvent) -> None:
         if outcome.landlord is not None:
             event.landlord = outcome.landlord
         event.error = ""
-    event.processed_at = timezone.now()
-    event.save(
-        update_fields=["status", "landlord", "error", "attempts", "processed_at", "updated_at"]
+    event.processed_at = event.updated_at = timezone.now()
+    _sql(
+        _EVENT_FINISH_SQL,
+        [
+            event.status,
+            event.landlord_id,
+            event.error,
+            event.attempts,
+            event.processed_at,
+            event.updated_at,
+            event.pk,
+        ],
     )
+
+
+_EVENT_FINISH_SQL = (
+    "UPDATE payments_stripeevent SET status = %s, landlord_id = %s, error = %s,"
+    " attempts = %s, processed_at = %s, updated_at = %s WHERE id = %s"
+)
+# What processing reads of an event (the raw body is for people and for replays), in
+# the model's field order for `Model.from_db`.
+_EVENT_CLAIM_FIELDS = tuple(
+    f.attname
+    for f in StripeEvent._meta.concrete_fields
+    if f.attname not in ("raw_body", "created_at", "updated_at", "livemode", "api_version")
+)
+# The oldest received event nobody else holds, locked until the caller's commit.
+_EVENT_CLAIM_SQL = (
+    f"SELECT {', '.join(_EVENT_CLAIM_FIELDS)} FROM payments_stripeevent"  # noqa: S608
+    " WHERE status = %s ORDER BY status, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
+def _event_claim() -> StripeEvent | None:
+    rows = _sql(_EVENT_CLAIM_SQL, [EventStatus.RECEIVED])
+    if not rows:
+        return None
+    values = list(rows[0])
+    at = _EVENT_CLAIM_FIELDS.index("payload")
+    if isinstance(values[at], str | bytes):  # Django's connection loads jsonb as text
+        values[at] = json.loads(values[at])
+    return StripeEvent.from_db(connection.alias, _EVENT_CLAIM_FIELDS, values)
 
 
 # A drain stops after this many events or seconds and queues its successor, so one
@@ -2152,13 +2328,7 @@ def stripe_events_drain(
     done = 0
     while done < max_events:
         with transaction.atomic():
-            event = (
-                _events_for_processing()
-                .select_for_update(skip_locked=True)
-                .filter(status=EventStatus.RECEIVED)
-                .order_by("status", "created_at")
-                .first()
-            )
+            event = _event_claim()
             if event is None:
                 return done
             _event_apply(event)

@@ -23,7 +23,7 @@ def test_a_failing_handler_rolls_back_its_work_and_reprocess_failed_retries_it(
 ):
     payment = start(world, RENT, invoice=world.december)
 
-    def broken(payment):
+    def broken(payment, **_kwargs):
         raise RuntimeError("mail template missing")
 
     # Fails after the posting was written: the savepoint must take it back.
@@ -96,7 +96,7 @@ def test_the_admin_lists_events_read_only_and_reprocesses_failed_ones(
     world, client, deliver, monkeypatch
 ):
     payment = start(world, RENT, invoice=world.december)
-    monkeypatch.setattr(services, "_receipt_queue", lambda payment: 1 / 0)
+    monkeypatch.setattr(services, "_receipt_queue", lambda payment, **_kw: 1 / 0)
     event = pi_event(payment, "succeeded")
     deliver(event)
     monkeypatch.undo()

@@ -390,7 +390,7 @@ def test_reprocess_moves_a_failed_event_to_processed_once_the_cause_is_fixed(
 ):
     payment = start(world, RENT, invoice=world.december)
 
-    def broken(payment):
+    def broken(payment, **_kwargs):
         raise RuntimeError("mail template missing")
 
     monkeypatch.setattr(services, "_receipt_queue", broken)

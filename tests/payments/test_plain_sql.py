@@ -1,0 +1,75 @@
+"""The per-event path reads some rows with plain SQL and builds model instances with
+`Model.from_db`, which skips field converters. These tests keep that honest: the
+models read that way must have no converters but the ones handled, and the
+instances must equal what the ORM loads."""
+
+import json
+
+import pytest
+from django.db import connection, transaction
+
+from invoices.models import Invoice
+from payments import services
+from payments.models import Payment, StripeEvent
+from tenants.models import Landlord, Tenant
+
+from .helpers import pi_event, start
+
+RENT = 120_000
+
+
+@pytest.mark.parametrize("model", [Payment, Landlord, Tenant, Invoice, StripeEvent])
+def test_models_read_with_plain_sql_need_no_value_converters(model):
+    handled = {"payload"} if model is StripeEvent else set()
+    converted = [
+        f.attname
+        for f in model._meta.concrete_fields
+        if f.get_db_converters(connection) and f.attname not in handled
+    ]
+    assert converted == []
+
+
+def _fields(instance, names):
+    return {name: getattr(instance, name) for name in names}
+
+
+def test_a_locked_payment_equals_the_orm_one_with_landlord_and_tenant(world):
+    payment = start(world, RENT, invoice=world.december)
+    with transaction.atomic():
+        found = services._payment_locked("intent", payment.stripe_payment_intent_id)
+        orm = services._payments_locked().get(pk=payment.pk)
+    names = [f.attname for f in Payment._meta.concrete_fields]
+    assert _fields(found, names) == _fields(orm, names)
+    assert found.landlord == orm.landlord and found.landlord.name == orm.landlord.name
+    assert found.tenant == orm.tenant and found.tenant.email == orm.tenant.email
+    assert services._payment_locked("intent", "pi_nobody") is None
+    assert services._payment_locked("charge", "ch_nobody") is None
+
+
+def test_open_invoices_carry_the_ledger_balance_and_load_other_fields_on_access(world):
+    rows = services._open_invoices(
+        landlord=world.landlord, tenant_id=world.december.tenant_id, currency="EUR"
+    )
+    assert [inv.pk for inv in rows] == [world.november.pk, world.december.pk]
+    invoice = rows[1]
+    assert invoice.balance_minor == world.december.total_minor
+    assert invoice.number == world.december.number
+    assert invoice.period_start == world.december.period_start  # deferred, loaded
+    # The other landlord's tenant, asked for under this landlord: nothing.
+    assert (
+        services._open_invoices(
+            landlord=world.landlord, tenant_id=world.other_tenant.pk, currency="EUR"
+        )
+        == []
+    )
+
+
+def test_a_claimed_event_has_its_payload_decoded(world):
+    payment = start(world, RENT, invoice=world.december)
+    event = pi_event(payment, "processing")
+    services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+    with transaction.atomic():
+        claimed = services._event_claim()
+    assert claimed.event_id == event["id"]
+    assert claimed.payload == event
+    assert StripeEvent.objects.get(pk=claimed.pk).payload == claimed.payload
