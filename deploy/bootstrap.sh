@@ -52,8 +52,8 @@ if command -v dpkg-query >/dev/null 2>&1; then
 fi
 
 # Resolved after the packages: on a bare Debian, python3 arrives with python3-venv.
-# The distribution's interpreter first: Debian builds CPython with profile-guided and
-# link-time optimisation, and a source build (pyenv's default, say) is without them.
+# The distribution's interpreter first: Debian's package is an optimised build, and a
+# source build (pyenv's default, say) is configured without --enable-optimizations.
 # Measured on one box (docs/decisions/0010): Django's query building takes ~1.45x the
 # CPU on pyenv's 3.11 than on Debian's. A python3.11 earlier on PATH comes second.
 if [ -z "${PYTHON:-}" ]; then
