@@ -288,26 +288,41 @@ _OPEN_INVOICES_SQL = (
 )
 
 
-def _open_invoices(*, landlord: Landlord, tenant_id: int, currency: str) -> list[Invoice]:
+# `_OPEN_INVOICES_SQL` with one more column: whether the tenant holds credit in any
+# currency (an uncorrelated subquery: PostgreSQL runs it once per statement).
+_OPEN_INVOICES_AND_CREDIT_SQL = _OPEN_INVOICES_SQL.replace(
+    ", b.balance FROM",
+    ", b.balance, (SELECT COALESCE(bool_or(c.total < 0), false) FROM ("
+    "SELECT SUM(e.amount_minor) AS total FROM ledger_account a"
+    " JOIN ledger_ledgerentry e ON e.account_id = a.id"
+    " WHERE a.landlord_id = %s AND a.code = %s AND a.tenant_id = %s"
+    " GROUP BY a.currency) c) FROM",
+    1,
+)
+assert _OPEN_INVOICES_AND_CREDIT_SQL != _OPEN_INVOICES_SQL
+
+
+def _open_invoices(
+    *, landlord: Landlord, tenant_id: int, currency: str, credit: list[bool] | None = None
+) -> list[Invoice]:
     """The tenant's issued invoices in `currency` with a positive open balance, oldest
     due first; each carries `balance_minor` (other fields than the listed ones are
-    deferred: reading one loads it)."""
-    rows = _sql(
-        _OPEN_INVOICES_SQL,
-        [
-            AccountCode.RECEIVABLE,
-            INVOICE_DOCUMENT,
-            landlord.pk,
-            tenant_id,
-            InvoiceState.ISSUED,
-            currency,
-        ],
-    )
+    deferred: reading one loads it). With `credit` (a list), the same statement also
+    tells whether the tenant holds credit in any currency, appended to it (nothing is
+    appended when no invoice is open)."""
+    # Placeholders in text order: the credit column's, then the balance's, the filter's.
+    params = [] if credit is None else [landlord.pk, AccountCode.TENANT_CREDIT, tenant_id]
+    params += [AccountCode.RECEIVABLE, INVOICE_DOCUMENT]
+    params += [landlord.pk, tenant_id, InvoiceState.ISSUED, currency]
+    rows = _sql(_OPEN_INVOICES_SQL if credit is None else _OPEN_INVOICES_AND_CREDIT_SQL, params)
     invoices = []
-    for *values, balance in rows:
-        invoice = Invoice.from_db(connection.alias, _OPEN_INVOICE_FIELDS, values)
-        invoice.balance_minor = int(balance)
+    width = len(_OPEN_INVOICE_FIELDS)
+    for row in rows:
+        invoice = Invoice.from_db(connection.alias, _OPEN_INVOICE_FIELDS, row[:width])
+        invoice.balance_minor = int(row[width])
         invoices.append(invoice)
+    if credit is not None and rows:
+        credit.append(bool(rows[0][width + 1]))
     return invoices
 
 
@@ -347,9 +362,13 @@ def _payment_post(
         return None
     landlord = payment.landlord
     _lock_tenant(payment.tenant_id)
+    holds_credit: list[bool] = []
     plan = _allocation_plan(
         invoices=_open_invoices(
-            landlord=landlord, tenant_id=payment.tenant_id, currency=payment.currency
+            landlord=landlord,
+            tenant_id=payment.tenant_id,
+            currency=payment.currency,
+            credit=holds_credit,
         ),
         amount=payment.amount_minor,
         target_id=payment.invoice_id,
@@ -414,7 +433,11 @@ def _payment_post(
     payment.posting = posted[0]
     if with_fee:
         payment.fee_minor, payment.fee_posting = fee, posted[1]
-    _credit_apply(landlord=landlord, tenant_id=payment.tenant_id, when=when)
+    if holds_credit != [False]:
+        # Credit can only pay what is still open: a remainder of this payment became
+        # credit only if nothing in its currency is left open, so only credit held
+        # before can have work to do (and when nothing was open, look as before).
+        _credit_apply(landlord=landlord, tenant_id=payment.tenant_id, when=when)
     return plan
 
 

@@ -73,3 +73,39 @@ def test_a_claimed_event_has_its_payload_decoded(world):
     assert claimed.event_id == event["id"]
     assert claimed.payload == event
     assert StripeEvent.objects.get(pk=claimed.pk).payload == claimed.payload
+
+
+def test_open_invoices_tell_whether_the_tenant_holds_credit(world):
+    credit: list[bool] = []
+    services._open_invoices(
+        landlord=world.landlord, tenant_id=world.tenant.pk, currency="EUR", credit=credit
+    )
+    assert credit == [False]
+
+
+def test_credit_held_before_a_payment_pays_what_the_payment_leaves_open(world, deliver):
+    """Credit from an overpayment, a new invoice, then a payment of what the portal
+    asks (the invoice less the credit): its posting pays part of the invoice and
+    applies the credit to the rest (no sweep needed)."""
+    from datetime import date
+
+    from tests.payments.conftest import bill
+    from tests.payments.helpers import balance_of, books_ok
+
+    first = start(world, 2 * RENT + 30_000)
+    assert deliver(pi_event(first, "succeeded")).status_code == 200
+    (january,) = bill(world.landlord, date(2027, 1, 1))
+    credit: list[bool] = []
+    services._open_invoices(
+        landlord=world.landlord, tenant_id=world.tenant.pk, currency="EUR", credit=credit
+    )
+    assert credit == [True]
+
+    due = start(world, RENT - 30_000, key="portal-2")
+    assert deliver(pi_event(due, "succeeded")).status_code == 200
+    assert balance_of(world.landlord, january) == 0
+    assert (
+        services.tenant_credit_balance(landlord=world.landlord, tenant=world.tenant, currency="EUR")
+        == 0
+    )
+    books_ok(world.landlord)
