@@ -286,3 +286,53 @@ def test_a_refusal_for_one_landlord_writes_nothing_for_any(books, other_books):
             ]
         )
     assert LedgerTransaction.objects.count() == before
+
+
+def test_several_posts_under_one_lock_return_each_transaction_and_replay_as_one(books):
+    from ledger.services import transaction_post, transactions_post
+
+    first, second = transactions_post(
+        landlord=books.landlord, specs=[charge_spec(books, 1), charge_spec(books, 2)]
+    )
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.prev_hash == first.hash
+    # A replay returns the same transactions (with a new one beside them).
+    again = transactions_post(
+        landlord=books.landlord,
+        specs=[charge_spec(books, 2), charge_spec(books, 1), charge_spec(books, 3)],
+    )
+    assert [t.pk for t in again[:2]] == [second.pk, first.pk]
+    assert again[2].seq == 3
+    # transaction_post goes the same way: one spec, the existing transaction.
+    single = charge_spec(books, 1)
+    assert (
+        transaction_post(
+            landlord=books.landlord,
+            idempotency_key=single.idempotency_key,
+            effective_at=single.effective_at,
+            description=single.description,
+            entries=single.entries,
+            document_kind=single.document_kind,
+            document_id=single.document_id,
+        ).pk
+        == first.pk
+    )
+    assert ledger_verify(landlord=books.landlord).ok
+
+
+def test_several_posts_are_all_or_none(books):
+    from ledger.services import transactions_post
+
+    transactions_post(landlord=books.landlord, specs=[charge_spec(books, 1)])
+    with pytest.raises(ValidationError):
+        transactions_post(
+            landlord=books.landlord,
+            specs=[charge_spec(books, 2), charge_spec(books, 1, amount=5)],
+        )
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 1
+    with pytest.raises(ValidationError):
+        transactions_post(
+            landlord=books.landlord, specs=[charge_spec(books, 4), charge_spec(books, 4)]
+        )
+    assert transactions_post(landlord=books.landlord, specs=[]) == []
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 1
