@@ -524,10 +524,13 @@ def _by_keys(cursor, landlord: Landlord, keys: Sequence[str]) -> dict[str, Ledge
     }
 
 
-def _post(*, landlord: Landlord, prepared: Sequence[_Prepared]) -> list[LedgerTransaction]:
+def _post(
+    *, landlord: Landlord, prepared: Sequence[_Prepared]
+) -> list[tuple[LedgerTransaction, bool]]:
     """Post each of `prepared` once: the existing transaction for a key already used
-    (same content; other content raises), else a new one. One head lock, one key
-    look-up and one write for all of them. The key is looked up under the head lock,
+    (same content; other content raises), else a new one; with each, whether this call
+    wrote it. One head lock, one key look-up and one write for all of them (single
+    posts and the bulk path alike). The key is looked up under the head lock,
     so a replay waits for a concurrent poster of the same landlord (replays are rare).
 
     Plain SQL on a preparing cursor: this is the per-event path of Stripe webhooks,
@@ -536,7 +539,11 @@ def _post(*, landlord: Landlord, prepared: Sequence[_Prepared]) -> list[LedgerTr
     references); a violation is turned into the readable error here."""
     keys = [p.spec.idempotency_key for p in prepared]
     if len(set(keys)) != len(keys):
-        raise _invalid("An idempotency key appears twice in one post.", "idempotency_key")
+        seen: set[str] = set()
+        dupe = next(k for k in keys if k in seen or seen.add(k))
+        raise _invalid(
+            "Idempotency key %(key)s appears twice in one post.", "idempotency_key", key=dupe
+        )
     with transaction.atomic():
         with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
             head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
@@ -564,7 +571,7 @@ def _post(*, landlord: Landlord, prepared: Sequence[_Prepared]) -> list[LedgerTr
                         _check_not_reversed(p.reverses)
                 raise
             results.update(zip((p.spec.idempotency_key for p in fresh), written, strict=True))
-    return [results[key] for key in keys]
+    return [(results[key], key not in existing) for key in keys]
 
 
 def transaction_post(
@@ -604,7 +611,7 @@ def transactions_post(
     Returns one transaction per spec, in spec order (a payment and its processor fee
     are posted this way: half the round trips of two posts)."""
     prepared = [_prepare(landlord=landlord, spec=spec) for spec in specs]
-    return _post(landlord=landlord, prepared=prepared) if prepared else []
+    return [txn for txn, _created in _post(landlord=landlord, prepared=prepared)] if specs else []
 
 
 def transactions_post_bulk(
@@ -617,38 +624,10 @@ def transactions_post_bulk(
     with different content raises). Returns the transactions created, in spec order,
     with `pk` set. One head lock, set-based inserts; the caller chooses the chunk size.
     """
-    prepared = [_prepare(landlord=landlord, spec=spec) for spec in specs]
-    keys = [p.spec.idempotency_key for p in prepared]
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        dupe = next(k for k in keys if k in seen or seen.add(k))
-        raise _invalid(
-            "Idempotency key %(key)s appears twice in one bulk post.", "idempotency_key", key=dupe
-        )
-    if not prepared:
+    if not specs:
         return []
-    with transaction.atomic():
-        with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
-            head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
-            existing = {
-                key: txn.content_hash for key, txn in _by_keys(cursor, landlord, keys).items()
-            }
-        fresh: list[_Prepared] = []
-        for p in prepared:
-            stored = existing.get(p.spec.idempotency_key)
-            if stored is None:
-                fresh.append(p)
-            elif stored != p.content_hash:
-                raise _invalid(
-                    "Idempotency key %(key)s was already used for a different posting.",
-                    "idempotency_conflict",
-                    key=p.spec.idempotency_key,
-                )
-        if not fresh:
-            return []
-        _check_references(landlord=landlord, prepared=fresh)
-
-        return _write(landlord=landlord, head=head, prepared=fresh)
+    prepared = [_prepare(landlord=landlord, spec=spec) for spec in specs]
+    return [txn for txn, created in _post(landlord=landlord, prepared=prepared) if created]
 
 
 # --- bulk posting by account key (the billing run's path) ---------------------------
@@ -1066,6 +1045,7 @@ def transaction_reverse(
         document_kind=original.document_kind,
         document_id=original.document_id,
     )
-    return _post(
+    ((posted, _created),) = _post(
         landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec, reverses=original)]
-    )[0]
+    )
+    return posted

@@ -274,10 +274,22 @@ _OPEN_INVOICE_FIELDS = tuple(
     in {"id", "landlord_id", "lease_id", "tenant_id", "currency", "number", "state"}
     | {"issue_date", "due_date", "total_minor"}
 )
+# The tenant's credit account balance per currency (credit is a liability: negative
+# is in the tenant's favour), and the last entry on it (the key of applying it).
+_CREDIT_BY_CURRENCY_SQL = (
+    "SELECT a.currency, SUM(e.amount_minor) AS total, MAX(e.id) AS last_entry"
+    " FROM ledger_account a JOIN ledger_ledgerentry e ON e.account_id = a.id"
+    " WHERE a.landlord_id = %s AND a.code = %s AND a.tenant_id = %s"
+    " GROUP BY a.currency ORDER BY a.currency"
+)
+
+
 # `receivable_balance` (invoices.selectors) for one tenant's issued invoices: the sum
 # of the receivable entries that name the invoice.
-_OPEN_INVOICES_SQL = (
-    f"SELECT {', '.join('i.' + name for name in _OPEN_INVOICE_FIELDS)}, b.balance"  # noqa: S608
+_OPEN_INVOICES_COLUMNS = (
+    f"SELECT {', '.join('i.' + name for name in _OPEN_INVOICE_FIELDS)}, b.balance"
+)
+_OPEN_INVOICES_FROM = (
     " FROM invoices_invoice i CROSS JOIN LATERAL ("
     "  SELECT COALESCE(SUM(e.amount_minor), 0) AS balance FROM ledger_ledgerentry e"
     "  JOIN ledger_account a ON a.id = e.account_id AND a.code = %s"
@@ -286,20 +298,15 @@ _OPEN_INVOICES_SQL = (
     " WHERE i.landlord_id = %s AND i.tenant_id = %s AND i.state = %s AND i.currency = %s"
     " AND b.balance > 0 ORDER BY i.due_date, i.issue_date, i.id"
 )
-
-
-# `_OPEN_INVOICES_SQL` with one more column: whether the tenant holds credit in any
-# currency (an uncorrelated subquery: PostgreSQL runs it once per statement).
-_OPEN_INVOICES_AND_CREDIT_SQL = _OPEN_INVOICES_SQL.replace(
-    ", b.balance FROM",
-    ", b.balance, (SELECT COALESCE(bool_or(c.total < 0), false) FROM ("
-    "SELECT SUM(e.amount_minor) AS total FROM ledger_account a"
-    " JOIN ledger_ledgerentry e ON e.account_id = a.id"
-    " WHERE a.landlord_id = %s AND a.code = %s AND a.tenant_id = %s"
-    " GROUP BY a.currency) c) FROM",
-    1,
+_OPEN_INVOICES_SQL = _OPEN_INVOICES_COLUMNS + _OPEN_INVOICES_FROM
+# The same with one more column: whether the tenant holds credit in any currency (an
+# uncorrelated subquery over `_CREDIT_BY_CURRENCY_SQL`: run once per statement).
+# Fixed text of this module only, no input: S608 does not apply.
+_OPEN_INVOICES_AND_CREDIT_SQL = (
+    _OPEN_INVOICES_COLUMNS  # noqa: S608
+    + f", (SELECT COALESCE(bool_or(c.total < 0), false) FROM ({_CREDIT_BY_CURRENCY_SQL}) c)"  # noqa: S608
+    + _OPEN_INVOICES_FROM
 )
-assert _OPEN_INVOICES_AND_CREDIT_SQL != _OPEN_INVOICES_SQL
 
 
 def _open_invoices(
@@ -494,18 +501,18 @@ def _tenant_keys(payment: Payment) -> dict[str, AccountKey]:
     }
 
 
+def _credits(*, landlord_id: int, tenant_id: int) -> list[tuple[str, int, int]]:
+    """(currency, credit available, last entry id) per currency the tenant ever held
+    credit in; available is negative if the account was overdrawn."""
+    rows = _sql(_CREDIT_BY_CURRENCY_SQL, [landlord_id, AccountCode.TENANT_CREDIT, tenant_id])
+    return [(currency, -int(total), last) for currency, total, last in rows]
+
+
 def _credit_available(*, landlord_id: int, tenant_id: int, currency: str) -> int:
-    total = (
-        LedgerEntry.objects.filter(
-            landlord_id=landlord_id,
-            account__landlord_id=landlord_id,
-            account__code=AccountCode.TENANT_CREDIT,
-            account__tenant_id=tenant_id,
-            account__currency=currency,
-        ).aggregate(total=Sum("amount_minor"))["total"]
-        or 0
-    )
-    return max(-int(total), 0)
+    held = {
+        cur: amount for cur, amount, _last in _credits(landlord_id=landlord_id, tenant_id=tenant_id)
+    }
+    return max(held.get(currency, 0), 0)
 
 
 def _existing(payment: Payment, key: str) -> LedgerTransaction | None:
@@ -1601,22 +1608,10 @@ def tenant_credit_apply(
     return _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now or timezone.now())
 
 
-# The tenant's credit per currency, and the last entry on it (the key of applying it).
-_CREDIT_BY_CURRENCY_SQL = (
-    "SELECT a.currency, SUM(e.amount_minor), MAX(e.id) FROM ledger_account a"
-    " JOIN ledger_ledgerentry e ON e.account_id = a.id"
-    " WHERE a.landlord_id = %s AND a.code = %s AND a.tenant_id = %s"
-    " GROUP BY a.currency ORDER BY a.currency"
-)
-
-
 def _credit_apply(*, landlord: Landlord, tenant_id: int, when: datetime) -> list[LedgerTransaction]:
     """`tenant_credit_apply` for a caller that already holds the tenant lock."""
     posted = []
-    for currency, total, last in _sql(
-        _CREDIT_BY_CURRENCY_SQL, [landlord.pk, AccountCode.TENANT_CREDIT, tenant_id]
-    ):
-        available = -int(total)
+    for currency, available, last in _credits(landlord_id=landlord.pk, tenant_id=tenant_id):
         if available <= 0:
             continue
         plan = [
@@ -1875,7 +1870,7 @@ def _payment_from_metadata(*, pi: dict, landlord: Landlord | None) -> Payment:
         ],
         ignore_conflicts=True,
     )
-    return _payments_locked().get(stripe_payment_intent_id=pi_id)
+    return _payment_locked("intent", pi_id)
 
 
 def _payment_for_charge(*, charge_id: str, pi_id: str, landlord: Landlord | None) -> Payment:
