@@ -19,7 +19,6 @@ from decimal import Decimal
 from functools import partial
 from itertools import zip_longest
 
-import psycopg
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -45,7 +44,7 @@ from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.hashing import EntryContent
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
-from ledger.services import prepared_connection
+from ledger.services import prepared_cursor
 from money import rounding as money_rounding
 from tenants.models import (
     AuditEvent,
@@ -548,7 +547,7 @@ def _prepared_cursor():
     bind client-side and never prepare (for connection poolers, which we do not use:
     a pooler in transaction mode needs prepared-statement support, e.g. PgBouncer 1.21+).
     """
-    with connection.wrap_database_errors, psycopg.Cursor(prepared_connection()) as cursor:
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
         yield cursor
 
 

@@ -183,7 +183,7 @@ def _accounts_fetch(*, landlord: Landlord, keys: set[AccountKey]) -> dict[Accoun
     payment event, where the ORM's query building cost ten times the query)."""
     per_tenant = [k for k in keys if k.tenant_id is not None]
     wide = [k for k in keys if k.tenant_id is None]
-    with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
         cursor.execute(
             _ACCOUNTS_BY_KEY_SQL,
             [
@@ -545,7 +545,7 @@ def _post(
             "Idempotency key %(key)s appears twice in one post.", "idempotency_key", key=dupe
         )
     with transaction.atomic():
-        with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+        with connection.wrap_database_errors, prepared_cursor() as cursor:
             head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
             existing = _by_keys(cursor, landlord, keys)
         results: dict[str, LedgerTransaction] = {}
@@ -824,9 +824,9 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
     with (
         transaction.atomic(savepoint=False),
         connection.wrap_database_errors,
-        # Server-side binding, prepared once per connection: these fixed statements
-        # took longer to plan than to run (Django's cursors never prepare).
-        psycopg.Cursor(prepared_connection()) as cursor,
+        # Prepared once per connection: these fixed statements took longer to plan
+        # than to run.
+        prepared_cursor() as cursor,
     ):
         heads = _heads_lock_raw(cursor, sorted(landlords))
         # Under the head locks (every poster of a landlord takes its head), in one round
@@ -958,6 +958,17 @@ def prepared_connection() -> psycopg.Connection:
     if raw.prepare_threshold is None:
         raw.prepare_threshold = 2**31 - 1
     return raw
+
+
+def prepared_cursor() -> psycopg.Cursor:
+    """A cursor on Django's connection (same session and transaction) that binds
+    server-side, so `execute(..., prepare=True)` really prepares.
+
+    Not `prepared_connection().cursor()`: Django sets the connection's cursor factory
+    to its client-side binding cursor, which accepts `prepare=True` and silently sends
+    each statement as text with its values inlined, to be parsed and planned anew
+    (the per-event path of Stripe webhooks did that until decision 0011)."""
+    return psycopg.Cursor(prepared_connection())
 
 
 def _heads_lock_raw(cursor, landlord_ids: Sequence[int]) -> dict[int, tuple[int, str]]:

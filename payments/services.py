@@ -50,7 +50,7 @@ from ledger.services import (
     EntrySpec,
     TransactionSpec,
     accounts_get_or_create,
-    prepared_connection,
+    prepared_cursor,
     transaction_post,
     transaction_reverse,
     transactions_post,
@@ -251,7 +251,7 @@ def _sql(statement: str, params: Sequence) -> list[tuple]:
     connection and transaction as the ORM). For these small indexed queries, Django's
     query building and PostgreSQL's planning cost more than running them
     (docs/decisions/0010-webhook-processing-cost.md)."""
-    with connection.wrap_database_errors, prepared_connection().cursor() as cursor:
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
         cursor.execute(statement, params, prepare=True)
         return cursor.fetchall() if cursor.description is not None else []
 

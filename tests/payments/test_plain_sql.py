@@ -109,3 +109,23 @@ def test_credit_held_before_a_payment_pays_what_the_payment_leaves_open(world, d
         == 0
     )
     books_ok(world.landlord)
+
+
+def _prepared_statements() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_the_per_event_statements_are_really_prepared(world):
+    """Django's own cursors bind client-side: `prepare=True` on one of them is accepted
+    and ignored. The per-event path must use a server-binding cursor, so PostgreSQL
+    keeps each statement's plan for the connection."""
+    payment = start(world, RENT, invoice=world.december)
+    with transaction.atomic():
+        services._payment_locked("intent", payment.stripe_payment_intent_id)
+        services._payment_locked("intent", payment.stripe_payment_intent_id)
+        services._lock_tenant(payment.tenant_id)
+    prepared = _prepared_statements()
+    assert any("FROM payments_payment p" in statement for statement in prepared)
+    assert services._LOCK_TENANT_SQL.replace("%s", "$1") in prepared
