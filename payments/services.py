@@ -256,6 +256,72 @@ def _sql(statement: str, params: Sequence) -> list[tuple]:
         return cursor.fetchall() if cursor.description is not None else []
 
 
+# The per-event writes, as fixed prepared statements over every column (from the
+# models' _meta): an ORM save or bulk_create compiles its SQL anew each time, and the
+# rows here are plain values (tests/payments/test_plain_sql.py checks the columns need
+# no conversion and that what is written equals what the ORM writes).
+def _columns(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+
+
+_PAYMENT_COLUMNS = _columns(Payment)
+_PAYMENT_UPDATE_SQL = (
+    f"UPDATE {Payment._meta.db_table} SET "  # noqa: S608
+    + ", ".join(f"{name} = %s" for name in _PAYMENT_COLUMNS)
+    + " WHERE id = %s"
+)
+_ALLOCATION_COLUMNS = _columns(PaymentAllocation)
+_ALLOCATION_INSERT_SQL = (
+    f"INSERT INTO {PaymentAllocation._meta.db_table} ({', '.join(_ALLOCATION_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join(['%s'] * len(_ALLOCATION_COLUMNS))})"
+)
+_NOTIFICATION_COLUMNS = _columns(Notification)
+# Exactly once by the outbox key; on a conflict (queued before) the upsert touches
+# nothing that matters and returns the existing row's id.
+_NOTIFICATION_UPSERT_SQL = (
+    f"INSERT INTO {Notification._meta.db_table} ({', '.join(_NOTIFICATION_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join(['%s'] * len(_NOTIFICATION_COLUMNS))})"
+    " ON CONFLICT (landlord_id, dedupe_key) DO UPDATE SET dedupe_key = EXCLUDED.dedupe_key"
+    " RETURNING id"
+)
+
+
+def _payment_save(payment: Payment) -> None:
+    """`payment.save()` for the locked payment of the event path: every column, one
+    prepared statement."""
+    payment.updated_at = timezone.now()
+    _sql(_PAYMENT_UPDATE_SQL, [*(getattr(payment, name) for name in _PAYMENT_COLUMNS), payment.pk])
+
+
+def _allocations_insert(*, payment: Payment, plan: Sequence[tuple[Invoice | None, int]]) -> None:
+    now = timezone.now()
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
+        for position, (invoice, amount) in enumerate(plan):
+            row = PaymentAllocation(
+                landlord_id=payment.landlord_id,
+                payment_id=payment.pk,
+                invoice_id=invoice.pk if invoice is not None else None,
+                amount_minor=amount,
+                position=position,
+                created_at=now,
+                updated_at=now,
+            )
+            cursor.execute(
+                _ALLOCATION_INSERT_SQL,
+                [getattr(row, name) for name in _ALLOCATION_COLUMNS],
+                prepare=True,
+            )
+
+
+def _notification_upsert(notification: Notification) -> int:
+    """Insert the outbox row unless its (landlord, dedupe key) exists; its id either way."""
+    notification.created_at = notification.updated_at = timezone.now()
+    ((notification_id,),) = _sql(
+        _NOTIFICATION_UPSERT_SQL, [getattr(notification, name) for name in _NOTIFICATION_COLUMNS]
+    )
+    return notification_id
+
+
 _LOCK_TENANT_SQL = "SELECT id FROM tenants_tenant WHERE id = %s FOR UPDATE"
 
 
@@ -384,7 +450,9 @@ def _payment_post(
     debit = AccountKey(_debit_code(payment), currency)
     receivable = AccountKey(AccountCode.RECEIVABLE, currency, payment.tenant_id)
     credit = AccountKey(AccountCode.TENANT_CREDIT, currency, payment.tenant_id)
-    keys = [debit, receivable, credit]
+    # The credit account only when part of the payment becomes credit (its first use
+    # creates it: one insert and two reads more).
+    keys = [debit, receivable] + ([credit] if any(inv is None for inv, _a in plan) else [])
     with_fee = bool(fee) and payment.fee_minor is None
     if with_fee:
         keys += [_fees_key(currency), _cash_key(currency)]
@@ -425,18 +493,7 @@ def _payment_post(
             )
         )
     posted = transactions_post(landlord=landlord, specs=specs)
-    PaymentAllocation.objects.bulk_create(
-        [
-            PaymentAllocation(
-                landlord=landlord,
-                payment=payment,
-                invoice=invoice,
-                amount_minor=amount,
-                position=position,
-            )
-            for position, (invoice, amount) in enumerate(plan)
-        ]
-    )
+    _allocations_insert(payment=payment, plan=plan)
     payment.posting = posted[0]
     if with_fee:
         payment.fee_minor, payment.fee_posting = fee, posted[1]
@@ -768,28 +825,20 @@ def _receipt_queue(
     first_invoice = payment.invoice_id or next(
         (invoice.pk for invoice, _amount in plan if invoice is not None), None
     )
-    # Exactly once by the outbox key; on a conflict (a receipt queued before) the
-    # upsert touches nothing that matters and returns the existing row's id: the
-    # sender skips a row that is no longer queued.
-    (notification,) = Notification.objects.bulk_create(
-        [
-            Notification(
-                landlord_id=payment.landlord_id,
-                dedupe_key=key,
-                kind=RECEIPT_KIND,
-                channel=Channel.EMAIL,
-                tenant_id=tenant.pk,
-                invoice_id=first_invoice,
-                to_address=tenant.email,
-                subject=subject[:300],
-                body="\n".join(lines) + "\n",
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["landlord", "dedupe_key"],
-        update_fields=["dedupe_key"],
+    # Exactly once by the outbox key: the sender skips a row no longer queued.
+    notification_id = _notification_upsert(
+        Notification(
+            landlord_id=payment.landlord_id,
+            dedupe_key=key,
+            kind=RECEIPT_KIND,
+            channel=Channel.EMAIL,
+            tenant_id=tenant.pk,
+            invoice_id=first_invoice,
+            to_address=tenant.email,
+            subject=subject[:300],
+            body="\n".join(lines) + "\n",
+        )
     )
-    notification_id = notification.pk
 
     def send() -> None:
         from invoices.tasks import notifications_send
@@ -852,7 +901,7 @@ def _mark_succeeded(
     _payment_fee_record(payment=payment, fee=fee, when=when)
     if not newly:
         payment.status = _money_status(payment)
-    payment.save()
+    _payment_save(payment)
     if newly:
         _receipt_queue(payment, plan=plan)
     return newly
@@ -908,7 +957,7 @@ def _apply_payment_intent(
             return "ignored older processing snapshot"
         payment.status = PaymentStatus.PROCESSING
         payment.stripe_state_at = when
-        payment.save()
+        _payment_save(payment)
         return "processing"
     error = pi.get("last_payment_error") or {}
     if status == "canceled" or (status == "requires_payment_method" and error):
@@ -923,7 +972,7 @@ def _apply_payment_intent(
         payment.failure_message = (
             error.get("message") or pi.get("cancellation_reason") or _("The payment failed.")
         )[:500]
-        payment.save()
+        _payment_save(payment)
         return "failed"
     return f"nothing to do for status {status}"
 

@@ -7,10 +7,21 @@ import json
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    CharField,
+    DateField,
+    DecimalField,
+    ForeignKey,
+    IntegerField,
+    JSONField,
+    TextField,
+)
+from django.utils import timezone
 
-from invoices.models import Invoice
+from invoices.models import Invoice, Notification
 from payments import services
-from payments.models import Payment, StripeEvent
+from payments.models import Payment, PaymentAllocation, StripeEvent
 from tenants.models import Landlord, Tenant
 
 from .helpers import pi_event, start
@@ -129,3 +140,62 @@ def test_the_per_event_statements_are_really_prepared(world):
     prepared = _prepared_statements()
     assert any("FROM payments_payment p" in statement for statement in prepared)
     assert services._LOCK_TENANT_SQL.replace("%s", "$1") in prepared
+
+
+@pytest.mark.parametrize("model", [Payment, PaymentAllocation, Notification])
+def test_models_written_with_plain_sql_take_plain_values(model):
+    # Every column of these is a type psycopg writes as the model holds it (no
+    # get_db_prep_value of its own, such as JSON or Decimal).
+    plain = (CharField, TextField, IntegerField, DateField, BooleanField, ForeignKey)
+    odd = [
+        f.attname
+        for f in model._meta.concrete_fields
+        if not isinstance(f, plain) or isinstance(f, JSONField | DecimalField)
+    ]
+    assert odd == []
+
+
+def test_a_payment_saved_with_plain_sql_reads_back_as_it_was(world):
+    payment = start(world, RENT, invoice=world.december)
+    with transaction.atomic():
+        locked = services._payment_locked("intent", payment.stripe_payment_intent_id)
+        locked.status = "failed"
+        locked.failure_code, locked.failure_message = "card_declined", "Déclinée"
+        locked.stripe_state_at = timezone.now()
+        locked.fee_minor = 42
+        services._payment_save(locked)
+    names = [f.attname for f in Payment._meta.concrete_fields]
+    assert _fields(Payment.objects.get(pk=payment.pk), names) == _fields(locked, names)
+    assert locked.updated_at > payment.updated_at
+
+
+def test_allocations_and_receipt_rows_written_with_plain_sql(world):
+    payment = start(world, RENT, invoice=world.december)
+    plan = [(world.december, 100_000), (None, 20_000)]
+    with transaction.atomic():
+        services._allocations_insert(payment=payment, plan=plan)
+    rows = list(payment.allocations.order_by("position"))
+    assert [(a.invoice_id, a.amount_minor, a.position) for a in rows] == [
+        (world.december.pk, 100_000, 0),
+        (None, 20_000, 1),
+    ]
+    assert {a.landlord_id for a in rows} == {world.landlord.pk}
+    assert all(a.created_at and a.updated_at for a in rows)
+
+    def receipt(subject):
+        return Notification(
+            landlord_id=world.landlord.pk,
+            dedupe_key="payment:test:receipt:email",
+            kind="receipt",
+            channel="email",
+            tenant_id=payment.tenant_id,
+            to_address="t@example.com",
+            subject=subject,
+            body="b",
+        )
+
+    first = services._notification_upsert(receipt("first"))
+    again = services._notification_upsert(receipt("second"))
+    stored = Notification.objects.get(pk=first)
+    assert again == first
+    assert (stored.subject, stored.status, stored.attempts) == ("first", "queued", 0)
