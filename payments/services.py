@@ -30,6 +30,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -840,12 +841,35 @@ def _receipt_queue(
         )
     )
 
-    def send() -> None:
-        from invoices.tasks import notifications_send
+    transaction.on_commit(lambda: _receipt_send(notification_id))
 
-        notifications_send.delay(notification_ids=[notification_id])
 
-    transaction.on_commit(send)
+# While a drain runs, the receipts its events committed, to be sent in one task per
+# RECEIPT_BATCH (a task per receipt was a broker round trip per payment). Rows whose
+# task is never published (the worker dies first) stay queued and go out with the
+# notification sweep (invoices.notifications.notifications_retry_due).
+_receipt_batch: ContextVar[list[int] | None] = ContextVar("receipt_batch", default=None)
+RECEIPT_BATCH = 50
+RECEIPT_BATCH_SECONDS = 2.0
+
+
+def _receipt_send(notification_id: int) -> None:
+    batch = _receipt_batch.get()
+    if batch is None:
+        _receipts_publish([notification_id])
+    else:
+        batch.append(notification_id)
+
+
+def _receipts_publish(notification_ids: list[int]) -> None:
+    from invoices.tasks import notifications_send
+
+    if not notification_ids:
+        return
+    try:
+        notifications_send.delay(notification_ids=list(notification_ids))
+    except Exception:
+        log.warning("Could not queue receipts %s; the sweep will", notification_ids, exc_info=True)
 
 
 # --- applying Stripe state to a payment ---------------------------------------------
@@ -2393,20 +2417,34 @@ def stripe_events_drain(
     cache.delete(_drain_flag_key())
     deadline = monotonic() + max_seconds
     done = 0
-    while done < max_events:
-        with transaction.atomic():
-            event = _event_claim()
-            if event is None:
-                return done
-            _event_apply(event)
-        done += 1
-        if done == 2:
-            # A backlog: ask for a partner, so every worker process can join in.
-            _drain_request()
-        if monotonic() > deadline:
-            break
-    _drain_request()
-    return done
+    receipts: list[int] = []
+    published_at = monotonic()
+    token = _receipt_batch.set(receipts)
+    try:
+        while done < max_events:
+            with transaction.atomic():
+                event = _event_claim()
+                if event is None:
+                    return done
+                _event_apply(event)
+            done += 1
+            if done == 2:
+                # A backlog: ask for a partner, so every worker process can join in.
+                _drain_request()
+            now = monotonic()
+            if len(receipts) >= RECEIPT_BATCH or (
+                receipts and now - published_at > RECEIPT_BATCH_SECONDS
+            ):
+                _receipts_publish(receipts)
+                receipts.clear()
+                published_at = now
+            if now > deadline:
+                break
+        _drain_request()
+        return done
+    finally:
+        _receipt_batch.reset(token)
+        _receipts_publish(receipts)
 
 
 def _drain_request() -> None:
