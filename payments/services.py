@@ -2485,12 +2485,16 @@ def _processing_request(event_id: str) -> None:
         _drain_request()
 
 
-# The webhook's single statement: store the event unless its id is known.
+# The webhook's single statement: store the event unless its id is known. Prepared,
+# with the body sent once (a text parameter, not escaped into the statement).
 INSERT_EVENT_SQL = (
     "INSERT INTO payments_stripeevent (landlord_id, created_at, updated_at, event_id, type,"
     " account, livemode, api_version, created, payload, raw_body, status, error, attempts,"
-    " processed_at) VALUES (NULL, now(), now(), %s, %s, %s, %s, %s, to_timestamp(%s),"
-    " %s::jsonb, %s, 'received', '', 0, NULL) ON CONFLICT (event_id) DO NOTHING RETURNING id"
+    " processed_at) VALUES (NULL, now(), now(), %(id)s, %(type)s, %(account)s, %(livemode)s,"
+    # ::text first: a parameter's type is inferred from its first use, and as jsonb
+    # the raw body would be stored normalised (key order, spacing), not as signed.
+    " %(api_version)s, to_timestamp(%(created)s), %(body)s::text::jsonb, %(body)s::text,"
+    " 'received', '', 0, NULL) ON CONFLICT (event_id) DO NOTHING RETURNING id"
 )
 
 
@@ -2498,19 +2502,19 @@ def stripe_event_store(*, event: dict, raw_body: str, enqueue: bool = True) -> b
     """Insert a verified event (raw body kept) unless its id is already stored; on a
     new row, queue its processing after commit. Returns True if it was new. One
     statement, no other query: the webhook must answer fast."""
-    with connection.cursor() as cursor:
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
         cursor.execute(
             INSERT_EVENT_SQL,
-            [
-                event["id"],
-                str(event.get("type") or "")[:100],
-                str(event.get("account") or "")[:255],
-                bool(event.get("livemode")),
-                str(event.get("api_version") or "")[:40],
-                int(event.get("created") or 0),
-                raw_body,
-                raw_body,
-            ],
+            {
+                "id": event["id"],
+                "type": str(event.get("type") or "")[:100],
+                "account": str(event.get("account") or "")[:255],
+                "livemode": bool(event.get("livemode")),
+                "api_version": str(event.get("api_version") or "")[:40],
+                "created": int(event.get("created") or 0),
+                "body": raw_body,
+            },
+            prepare=True,
         )
         inserted = cursor.fetchone() is not None
     if inserted and enqueue:
