@@ -183,7 +183,6 @@ class CeleryWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_path.open("w")
         cmd = [
-            *(["nice", "-n", os.environ["BENCH_NICE"]] if os.environ.get("BENCH_NICE") else []),
             str(Path(sys.executable).with_name("celery")),
             "-A",
             "bench.worker",
