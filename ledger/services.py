@@ -431,74 +431,164 @@ def _copy(cursor, table: str, columns: tuple[tuple[str, str], ...], rows: list[t
             copy.write_row(row)
 
 
+# A post of up to this many transactions is written by one prepared statement (both
+# tables and the head); bigger ones (draft issue, bench) by binary COPY.
+SMALL_POST = 16
+
+_SMALL_WRITE_SQL = (
+    "WITH t AS ("
+    " INSERT INTO ledger_ledgertransaction (landlord_id, seq, idempotency_key, description,"
+    " effective_at, created_at, document_kind, document_id, reverses_id, content_hash,"
+    " prev_hash, hash)"
+    " SELECT %(landlord)s, k.seq, k.key, k.description, k.effective_at, %(now)s,"
+    " k.document_kind, k.document_id, k.reverses_id, k.content_hash, k.prev_hash, k.hash"
+    " FROM unnest(%(seq)s::bigint[], %(key)s::text[], %(description)s::text[],"
+    " %(effective_at)s::timestamptz[], %(document_kind)s::text[], %(document_id)s::bigint[],"
+    " %(reverses_id)s::bigint[], %(content_hash)s::text[], %(prev_hash)s::text[],"
+    " %(hash)s::text[]) AS k(seq, key, description, effective_at, document_kind, document_id,"
+    " reverses_id, content_hash, prev_hash, hash)"
+    " ORDER BY k.seq RETURNING id, seq),"
+    " e AS ("
+    " INSERT INTO ledger_ledgerentry (transaction_id, landlord_id, account_id, amount_minor,"
+    " currency, tenant_id, lease_id, document_kind, document_id)"
+    " SELECT t.id, %(landlord)s, x.account_id, x.amount_minor, x.currency, x.tenant_id,"
+    " x.lease_id, x.document_kind, x.document_id"
+    " FROM unnest(%(e_seq)s::bigint[], %(e_account)s::bigint[], %(e_amount)s::bigint[],"
+    " %(e_currency)s::text[], %(e_tenant)s::bigint[], %(e_lease)s::bigint[],"
+    " %(e_document_kind)s::text[], %(e_document_id)s::bigint[]) WITH ORDINALITY"
+    " AS x(seq, account_id, amount_minor, currency, tenant_id, lease_id, document_kind,"
+    " document_id, n)"
+    " JOIN t ON t.seq = x.seq ORDER BY x.n),"
+    " h AS (UPDATE ledger_ledgerhead SET last_seq = %(last_seq)s, last_hash = %(last_hash)s,"
+    " updated_at = %(now)s WHERE landlord_id = %(landlord)s)"
+    " SELECT seq, id FROM t"
+)
+
+
 def _write(
     *, landlord: Landlord, head: tuple[int, str], prepared: Sequence[_Prepared]
 ) -> list[LedgerTransaction]:
     """Append `prepared` to the landlord's chain under the held head lock (`head`:
     its last seq and hash, from `_heads_lock_raw`).
 
-    Binary COPY rather than INSERT: about twice as fast as `bulk_create` end to end
-    for the billing run (docs/decisions/0003-ledger.md). Ids are drawn from the sequence first
-    so entries can reference their transaction in the same round of COPY.
+    A small post (a payment and its fee, a reversal) is one prepared statement: both
+    inserts and the head move, where the COPY path took four round trips, each COPY
+    with its own setup. Bigger posts use binary COPY: about twice as fast as
+    `bulk_create` end to end (docs/decisions/0003-ledger.md); their ids are drawn
+    from the sequence first so entries can reference their transaction in the same
+    round of COPY.
     """
     created_at = timezone.now()
     seq, prev_hash = head
     txn_rows: list[tuple] = []
     entry_rows: list[tuple] = []
+    for p in prepared:
+        spec = p.spec
+        seq += 1
+        link = chain_hash(prev_hash=prev_hash, seq=seq, content_hash=p.content_hash)
+        txn_rows.append(
+            (
+                None,  # the id, filled in below
+                landlord.pk,
+                seq,
+                spec.idempotency_key,
+                spec.description,
+                spec.effective_at,
+                created_at,
+                spec.document_kind,
+                spec.document_id,
+                p.reverses.pk if p.reverses is not None else None,
+                p.content_hash,
+                prev_hash,
+                link,
+            )
+        )
+        prev_hash = link
+        entry_rows.extend(
+            (
+                seq,  # the transaction, by its seq until its id is known
+                landlord.pk,
+                e.account.pk,
+                e.amount_minor,
+                e.currency,
+                e.tenant_id,
+                e.lease_id,
+                e.document_kind,
+                e.document_id,
+            )
+            for e in p.entries
+        )
+    if len(prepared) <= SMALL_POST:
+        ids = _write_small(landlord, txn_rows, entry_rows, last=(seq, prev_hash), now=created_at)
+    else:
+        ids = _write_copy(landlord, txn_rows, entry_rows, last=(seq, prev_hash), now=created_at)
+    return [
+        LedgerTransaction.from_db(connection.alias, _TRANSACTION_ATTNAMES, (ids[row[2]], *row[1:]))
+        for row in txn_rows
+    ]
+
+
+def _write_small(landlord, txn_rows, entry_rows, *, last, now) -> dict[int, int]:
+    """One statement; returns seq -> id."""
+    columns = list(zip(*txn_rows, strict=True))
+    entry_columns = list(zip(*entry_rows, strict=True))
+    params = {
+        "landlord": landlord.pk,
+        "now": now,
+        "seq": list(columns[2]),
+        "key": list(columns[3]),
+        "description": list(columns[4]),
+        "effective_at": list(columns[5]),
+        "document_kind": list(columns[7]),
+        "document_id": list(columns[8]),
+        "reverses_id": list(columns[9]),
+        "content_hash": list(columns[10]),
+        "prev_hash": list(columns[11]),
+        "hash": list(columns[12]),
+        "e_seq": list(entry_columns[0]),
+        "e_account": list(entry_columns[2]),
+        "e_amount": list(entry_columns[3]),
+        "e_currency": list(entry_columns[4]),
+        "e_tenant": list(entry_columns[5]),
+        "e_lease": list(entry_columns[6]),
+        "e_document_kind": list(entry_columns[7]),
+        "e_document_id": list(entry_columns[8]),
+        "last_seq": last[0],
+        "last_hash": last[1],
+    }
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
+        cursor.execute(_SMALL_WRITE_SQL, params, prepare=True)
+        return dict(cursor.fetchall())
+
+
+def _write_copy(landlord, txn_rows, entry_rows, *, last, now) -> dict[int, int]:
+    """Ids drawn first, then one binary COPY per table and the head moved; seq -> id."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('ledger_ledgertransaction', 'id'))"
             " FROM generate_series(1, %s)",
-            [len(prepared)],
+            [len(txn_rows)],
         )
-        ids = [row[0] for row in cursor.fetchall()]
-        for p, txn_id in zip(prepared, ids, strict=True):
-            spec = p.spec
-            seq += 1
-            link = chain_hash(prev_hash=prev_hash, seq=seq, content_hash=p.content_hash)
-            txn_rows.append(
-                (
-                    txn_id,
-                    landlord.pk,
-                    seq,
-                    spec.idempotency_key,
-                    spec.description,
-                    spec.effective_at,
-                    created_at,
-                    spec.document_kind,
-                    spec.document_id,
-                    p.reverses.pk if p.reverses is not None else None,
-                    p.content_hash,
-                    prev_hash,
-                    link,
-                )
-            )
-            prev_hash = link
-            entry_rows.extend(
-                (
-                    txn_id,
-                    landlord.pk,
-                    e.account.pk,
-                    e.amount_minor,
-                    e.currency,
-                    e.tenant_id,
-                    e.lease_id,
-                    e.document_kind,
-                    e.document_id,
-                )
-                for e in p.entries
-            )
+        ids = {row[2]: txn_id for row, (txn_id,) in zip(txn_rows, cursor.fetchall(), strict=True)}
         with connection.wrap_database_errors:
-            _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
-            _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
+            _copy(
+                cursor,
+                "ledger_ledgertransaction",
+                TRANSACTION_COLUMNS,
+                [(ids[row[2]], *row[1:]) for row in txn_rows],
+            )
+            _copy(
+                cursor,
+                "ledger_ledgerentry",
+                ENTRY_COLUMNS,
+                [(ids[row[0]], *row[1:]) for row in entry_rows],
+            )
         cursor.execute(
             "UPDATE ledger_ledgerhead SET last_seq = %s, last_hash = %s, updated_at = %s"
             " WHERE landlord_id = %s",
-            [seq, prev_hash, created_at, landlord.pk],
+            [last[0], last[1], now, landlord.pk],
         )
-    return [
-        LedgerTransaction.from_db(connection.alias, _TRANSACTION_ATTNAMES, row) for row in txn_rows
-    ]
+    return ids
 
 
 def _constraint_name(exc: IntegrityError) -> str | None:

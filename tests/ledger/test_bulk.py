@@ -5,6 +5,7 @@ from django.db import connection
 from ledger.models import AccountCode, LedgerEntry, LedgerHead, LedgerTransaction
 from ledger.selectors import document_balances, ledger_verify, tenant_balance
 from ledger.services import (
+    SMALL_POST,
     AccountKey,
     EntrySpec,
     TransactionSpec,
@@ -336,3 +337,25 @@ def test_several_posts_are_all_or_none(books):
         )
     assert transactions_post(landlord=books.landlord, specs=[]) == []
     assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 1
+
+
+@pytest.mark.parametrize("count", [1, 3, SMALL_POST + 1])
+def test_both_write_paths_return_what_they_stored(books, count):
+    # Up to SMALL_POST transactions are one statement, more go through COPY: either
+    # way the returned transactions are the stored rows, ids follow the chain order
+    # and every entry names its own transaction.
+    post_charge(books, 100, key="before")
+    created = transactions_post_bulk(
+        landlord=books.landlord, specs=[charge_spec(books, i) for i in range(1, count + 1)]
+    )
+    names = [f.attname for f in LedgerTransaction._meta.concrete_fields]
+    stored = {t.pk: t for t in LedgerTransaction.objects.filter(pk__in=[t.pk for t in created])}
+    assert [{n: getattr(t, n) for n in names} for t in created] == [
+        {n: getattr(stored[t.pk], n) for n in names} for t in created
+    ]
+    assert [t.pk for t in created] == sorted(t.pk for t in created)
+    assert [t.seq for t in created] == list(range(2, count + 2))
+    for txn in created:
+        entries = LedgerEntry.objects.filter(transaction=txn)
+        assert sorted(e.amount_minor for e in entries) == [-1_000, 1_000]
+    assert ledger_verify(landlord=books.landlord).ok
