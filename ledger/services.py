@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
+from weakref import WeakKeyDictionary
 
 import psycopg
 from django.core.exceptions import ValidationError
@@ -1062,6 +1063,29 @@ def prepared_connection() -> psycopg.Connection:
     if raw.prepare_threshold is None:
         raw.prepare_threshold = 2**31 - 1
     return raw
+
+
+# One reusable server-binding cursor per psycopg connection, for `prepared_rows`.
+_statement_cursors: WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = WeakKeyDictionary()
+
+
+def prepared_rows(statement: str, params: Sequence | dict) -> list[tuple]:
+    """Run one fixed statement as a prepared statement on Django's connection (same
+    transaction) and return its rows ([] for a statement without any).
+
+    The cursor is kept per connection: a new psycopg cursor copies the connection's
+    adapter map, and asking a result for its description builds a column object per
+    column; the per-event path of Stripe webhooks runs a dozen statements an event."""
+    raw = prepared_connection()
+    cursor = _statement_cursors.get(raw)
+    if cursor is None or cursor.closed:
+        cursor = _statement_cursors[raw] = psycopg.Cursor(raw)
+    with connection.wrap_database_errors:
+        cursor.execute(statement, params, prepare=True)
+        result = cursor.pgresult
+        if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            return []
+        return cursor.fetchall()
 
 
 def prepared_cursor() -> psycopg.Cursor:

@@ -52,6 +52,7 @@ from ledger.services import (
     TransactionSpec,
     accounts_get_or_create,
     prepared_cursor,
+    prepared_rows,
     transaction_post,
     transaction_reverse,
     transactions_post,
@@ -252,9 +253,7 @@ def _sql(statement: str, params: Sequence) -> list[tuple]:
     connection and transaction as the ORM). For these small indexed queries, Django's
     query building and PostgreSQL's planning cost more than running them
     (docs/decisions/0010-webhook-processing-cost.md)."""
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        cursor.execute(statement, params, prepare=True)
-        return cursor.fetchall() if cursor.description is not None else []
+    return prepared_rows(statement, params)
 
 
 # The per-event writes, as fixed prepared statements over every column (from the
