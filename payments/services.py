@@ -248,7 +248,7 @@ def _payment_locked(by: str, value) -> Payment | None:
     return payment
 
 
-def _sql(statement: str, params: Sequence) -> list[tuple]:
+def _sql(statement: str, params: Sequence | dict) -> list[tuple]:
     """Run one fixed statement of the per-event path as a prepared statement (same
     connection and transaction as the ORM). For these small indexed queries, Django's
     query building and PostgreSQL's planning cost more than running them
@@ -295,22 +295,17 @@ def _payment_save(payment: Payment) -> None:
 
 def _allocations_insert(*, payment: Payment, plan: Sequence[tuple[Invoice | None, int]]) -> None:
     now = timezone.now()
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        for position, (invoice, amount) in enumerate(plan):
-            row = PaymentAllocation(
-                landlord_id=payment.landlord_id,
-                payment_id=payment.pk,
-                invoice_id=invoice.pk if invoice is not None else None,
-                amount_minor=amount,
-                position=position,
-                created_at=now,
-                updated_at=now,
-            )
-            cursor.execute(
-                _ALLOCATION_INSERT_SQL,
-                [getattr(row, name) for name in _ALLOCATION_COLUMNS],
-                prepare=True,
-            )
+    for position, (invoice, amount) in enumerate(plan):
+        row = PaymentAllocation(
+            landlord_id=payment.landlord_id,
+            payment_id=payment.pk,
+            invoice_id=invoice.pk if invoice is not None else None,
+            amount_minor=amount,
+            position=position,
+            created_at=now,
+            updated_at=now,
+        )
+        _sql(_ALLOCATION_INSERT_SQL, [getattr(row, name) for name in _ALLOCATION_COLUMNS])
 
 
 def _notification_upsert(notification: Notification) -> int:
@@ -755,21 +750,26 @@ def _payment_fee_record(*, payment: Payment, fee: int | None, when: datetime) ->
         )
 
 
+# A posted payment's dispute statuses and what its live refunds took back.
+_MONEY_STATE_SQL = (
+    "SELECT (SELECT array_agg(d.status::text) FROM payments_dispute d"
+    " WHERE d.payment_id = %(payment)s),"
+    " (SELECT coalesce(sum(r.amount_minor), 0)::bigint FROM payments_refund r"
+    " WHERE r.payment_id = %(payment)s AND r.posting_id IS NOT NULL"
+    " AND r.reversal_id IS NULL)"
+)
+
+
 def _money_status(payment: Payment) -> str:
     """The status of a posted payment from its refunds, disputes and reversal."""
     if payment.reversal_id is not None:
         return PaymentStatus.REVERSED
-    disputes = list(payment.disputes.values_list("status", flat=True))
+    ((disputes, refunded),) = _sql(_MONEY_STATE_SQL, {"payment": payment.pk})
+    disputes = disputes or []
     if DisputeStatus.LOST in disputes:
         return PaymentStatus.REVERSED
     if any(status not in DISPUTE_FINAL_STATUSES for status in disputes):
         return PaymentStatus.DISPUTED
-    refunded = (
-        payment.refunds.filter(posting__isnull=False, reversal__isnull=True).aggregate(
-            total=Sum("amount_minor")
-        )["total"]
-        or 0
-    )
     if refunded >= payment.amount_minor:
         return PaymentStatus.REFUNDED
     if refunded > 0:
@@ -2062,7 +2062,7 @@ def _status_refresh(payment: Payment, *, when: datetime) -> None:
     _credit_apply(landlord=payment.landlord, tenant_id=payment.tenant_id, when=when)
     if payment.posting_id is not None:
         payment.status = _money_status(payment)
-        payment.save()
+        _payment_save(payment)
 
 
 def _on_dispute(event: StripeEvent, obj: dict, landlord: Landlord | None) -> _Outcome:

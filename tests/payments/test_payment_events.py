@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -311,3 +312,36 @@ def other_landlord_books(world):
     return sorted(
         LedgerEntry.objects.exclude(landlord=world.landlord).values_list("pk", "amount_minor")
     )
+
+
+# Transactional: each event's transaction must really commit for its on-commit hook
+# (the receipt) to run inside the drain, as it does in a worker.
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_sends_the_receipts_of_its_events_in_one_task(world, fake_stripe, monkeypatch):
+    from invoices.tasks import notifications_send
+    from payments import services
+
+    payments = [
+        start(world, 60_000, invoice=world.december, key=f"portal-{n}", allow_partial=True)
+        for n in (1, 2)
+    ]
+    for payment in payments:
+        event = pi_event(payment, "succeeded")
+        services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+    published: list[list[int]] = []
+    send = notifications_send.delay
+
+    def spy(**kwargs):
+        published.append(sorted(kwargs["notification_ids"]))
+        return send(**kwargs)
+
+    monkeypatch.setattr(notifications_send, "delay", spy)
+    monkeypatch.setattr(services, "_drain_request", lambda: None)  # no partner drain
+    assert services.stripe_events_drain() == 2
+    receipts = Notification.objects.filter(landlord=world.landlord, kind="payment_receipt")
+    assert published == [sorted(receipts.values_list("pk", flat=True))]
+    assert set(receipts.values_list("status", flat=True)) == {"sent"}
+    ours = [
+        m for m in mail.outbox if "Payment received" in m.subject and m.to == ["ada@example.test"]
+    ]
+    assert len(ours) == 2
