@@ -2296,14 +2296,21 @@ def _dispatch(event: StripeEvent) -> _Outcome:
 def stripe_event_process(*, event_id: str) -> StripeEvent | None:
     """Process one stored Stripe event in one transaction, and record the outcome on
     its row: processed, ignored (type not handled), unmatched (unknown account or
-    object: kept for follow-up) or failed (the handler's work is rolled back to a
-    savepoint; the status and error are kept). Processed and ignored events are left
-    alone, so any number of calls has the effect of one."""
-    with transaction.atomic():
-        event = _events_for_processing().filter(event_id=event_id).first()
-        if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
-            return event
-        _event_apply(event)
+    object: kept for follow-up) or failed (the handler's work is rolled back with the
+    transaction; the status and error are recorded after it). Processed and ignored
+    events are left alone, so any number of calls has the effect of one."""
+    event = None
+    try:
+        with transaction.atomic():
+            event = _events_for_processing().filter(event_id=event_id).first()
+            if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+                return event
+            claimed = event.status
+            _event_apply(event)
+    except Exception as exc:
+        if event is None:
+            raise
+        _event_refused(event, claimed_status=claimed, exc=exc)
     return event
 
 
@@ -2313,29 +2320,47 @@ def _events_for_processing():
 
 
 def _event_apply(event: StripeEvent) -> None:
-    """Run the handler of a locked event and record the outcome on its row (inside the
-    caller's transaction)."""
+    """Run the handler of a locked event and record its outcome on the row, in the
+    caller's transaction. If the handler raises, the caller rolls that transaction
+    back and records why with `_event_refused`: no savepoint per event (two round
+    trips on every event, for the rare one that fails)."""
     event.attempts += 1
-    try:
-        with transaction.atomic():
-            outcome = _dispatch(event)
-    except _Unmatched as exc:
-        event.status = EventStatus.UNMATCHED
-        event.landlord = exc.landlord
-        event.error = str(exc)[:2000]
-    except Exception as exc:
-        log.exception("Stripe event %s (%s) failed", event.event_id, event.type)
-        event.status = EventStatus.FAILED
-        # Keep whose event it is, so the landlord's event log shows the failure
-        # and its Reprocess button.
-        event.landlord = event.landlord or _landlord_hint(event)
-        tail = "".join(traceback.format_exception(exc, limit=-3))
-        event.error = f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
+    outcome = _dispatch(event)
+    event.status = outcome.status
+    if outcome.landlord is not None:
+        event.landlord = outcome.landlord
+    event.error = ""
+    _event_finish(event)
+
+
+_EVENT_RELOCK_SQL = "SELECT id FROM payments_stripeevent WHERE id = %s AND status = %s FOR UPDATE"
+
+
+def _event_refused(event: StripeEvent, *, claimed_status: str, exc: Exception) -> None:
+    """Record, in a transaction of its own, why the handler of `event` raised (its work
+    went with the rolled-back transaction): unmatched (unknown account or object, kept
+    for follow-up) or failed, with the error. Nothing is written if the row has left
+    `claimed_status` since (another drain processed it meanwhile)."""
+    if isinstance(exc, _Unmatched):
+        status, error = EventStatus.UNMATCHED, str(exc)[:2000]
     else:
-        event.status = outcome.status
-        if outcome.landlord is not None:
-            event.landlord = outcome.landlord
-        event.error = ""
+        log.error("Stripe event %s (%s) failed", event.event_id, event.type, exc_info=exc)
+        tail = "".join(traceback.format_exception(exc, limit=-3))
+        status, error = EventStatus.FAILED, f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
+    with transaction.atomic():
+        if not _sql(_EVENT_RELOCK_SQL, [event.pk, claimed_status]):
+            return
+        if isinstance(exc, _Unmatched):
+            event.landlord = exc.landlord
+        else:
+            # Keep whose event it is, so the landlord's event log shows the failure
+            # and its Reprocess button.
+            event.landlord = event.landlord or _landlord_hint(event)
+        event.status, event.error = status, error
+        _event_finish(event)
+
+
+def _event_finish(event: StripeEvent) -> None:
     event.processed_at = event.updated_at = timezone.now()
     _sql(
         _EVENT_FINISH_SQL,
@@ -2404,8 +2429,9 @@ def stripe_events_drain(
     Events are claimed with `FOR UPDATE SKIP LOCKED`, so drains running in parallel
     share the work without waiting for each other's events; a drain that finds a
     backlog queues a partner (at most one drain waits in the queue at any time, so
-    under load every worker process drains and no more). A failed event leaves
-    `received` (the sweep retries it with back-off), so a drain never loops on it.
+    under load every worker process drains and no more). A failed event is rolled
+    back and recorded `failed` in a transaction of its own (the sweep retries it with
+    back-off), so a drain never loops on it.
     The queued-flag is cleared *before* the first claim:
     an event stored after that either finds the flag clear and queues a drain, or
     finds it set by a drain that has not started, which will see it."""
@@ -2421,11 +2447,17 @@ def stripe_events_drain(
     token = _receipt_batch.set(receipts)
     try:
         while done < max_events:
-            with transaction.atomic():
-                event = _event_claim()
+            event = None
+            try:
+                with transaction.atomic():
+                    event = _event_claim()
+                    if event is None:
+                        return done
+                    _event_apply(event)
+            except Exception as exc:
                 if event is None:
-                    return done
-                _event_apply(event)
+                    raise
+                _event_refused(event, claimed_status=EventStatus.RECEIVED, exc=exc)
             done += 1
             if done == 2:
                 # A backlog: ask for a partner, so every worker process can join in.

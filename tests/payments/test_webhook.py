@@ -231,3 +231,39 @@ def test_when_the_broker_is_down_the_event_waits_for_the_sweep(monkeypatch, drai
     monkeypatch.setattr(stripe_events_drain, "delay", lambda: drains_queued.append(None))
     services._drain_request()  # the flag was cleared, so the next event tries again
     assert len(drains_queued) == 1
+
+
+def test_a_failing_event_in_a_drain_is_recorded_and_the_rest_goes_on(drains_queued, monkeypatch):
+    from payments import services
+
+    broken, fine = ping(), ping()
+    store(broken)
+    store(fine)
+    dispatch = services._dispatch
+
+    def failing(event):
+        if event.event_id == broken["id"]:
+            # Work the handler did before failing must go with its transaction.
+            StripeEvent.objects.filter(event_id=fine["id"]).update(error="touched")
+            raise RuntimeError("handler broke")
+        return dispatch(event)
+
+    monkeypatch.setattr(services, "_dispatch", failing)
+    assert services.stripe_events_drain() == 2
+    failed = StripeEvent.objects.get(event_id=broken["id"])
+    assert (failed.status, failed.attempts) == (EventStatus.FAILED, 1)
+    assert failed.error.startswith("RuntimeError: handler broke")
+    other = StripeEvent.objects.get(event_id=fine["id"])
+    assert (other.status, other.error) == (EventStatus.IGNORED, "")
+
+
+def test_a_failure_is_not_recorded_over_an_event_processed_meanwhile(drains_queued):
+    from payments import services
+
+    event = ping()
+    store(event)
+    row = StripeEvent.objects.get(event_id=event["id"])
+    StripeEvent.objects.filter(pk=row.pk).update(status=EventStatus.PROCESSED)
+    services._event_refused(row, claimed_status=EventStatus.RECEIVED, exc=RuntimeError("late"))
+    row.refresh_from_db()
+    assert (row.status, row.error) == (EventStatus.PROCESSED, "")
