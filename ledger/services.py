@@ -557,9 +557,7 @@ def _write_small(landlord, txn_rows, entry_rows, *, last, now) -> dict[int, int]
         "last_seq": last[0],
         "last_hash": last[1],
     }
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        cursor.execute(_SMALL_WRITE_SQL, params, prepare=True)
-        return dict(cursor.fetchall())
+    return dict(prepared_rows(_SMALL_WRITE_SQL, params))
 
 
 def _write_copy(landlord, txn_rows, entry_rows, *, last, now) -> dict[int, int]:

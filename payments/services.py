@@ -487,8 +487,10 @@ def _payment_post(
                 when=when,
             )
         )
-    posted = transactions_post(landlord=landlord, specs=specs)
+    # Allocations first: the ledger post takes the landlord's head lock, held until
+    # COMMIT, so every statement before it is one less under the lock.
     _allocations_insert(payment=payment, plan=plan)
+    posted = transactions_post(landlord=landlord, specs=specs)
     payment.posting = posted[0]
     if with_fee:
         payment.fee_minor, payment.fee_posting = fee, posted[1]
