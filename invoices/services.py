@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -44,7 +43,7 @@ from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.hashing import EntryContent
 from ledger.models import AccountCode, LedgerTransaction, income_account_code
-from ledger.services import prepared_cursor
+from ledger.services import prepared_cursor, prepared_rows
 from money import rounding as money_rounding
 from tenants.models import (
     AuditEvent,
@@ -94,7 +93,7 @@ def _without_invoice_or_issue(
     if not every:
         return {landlord_id: [] for landlord_id in lease_ids}
     period_start = next(iter(runs.values())).period_start
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             # `kind = 'rent'`: the predicate of the partial unique (lease, period) index.
             "SELECT l.id, NULL::bigint FROM unnest(%s::bigint[]) AS l(id) CROSS JOIN LATERAL"
@@ -436,7 +435,7 @@ def _runs_count(
     (atomically, in the database), and finish the runs as `_runs_finish` does when that
     was their last lease: one statement for all of them, which refreshes `runs`."""
     ids = sorted(outcomes)
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "UPDATE invoices_billingrun r SET invoices_created = r.invoices_created + v.created,"
             " skipped = r.skipped + v.skipped, failed = r.failed + v.failed,"
@@ -539,31 +538,15 @@ _SETTINGS_SQL = (
 )
 
 
-@contextmanager
-def _prepared_cursor():
-    """A cursor on Django's connection (same transaction) whose statements PostgreSQL
-    prepares once per connection. The chunk's dozen fixed statements took longer to
-    plan (0.3-1 ms each) than to run, 1,000 chunks at month end; Django's own cursors
-    bind client-side and never prepare (for connection poolers, which we do not use:
-    a pooler in transaction mode needs prepared-statement support, e.g. PgBouncer 1.21+).
-    """
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        yield cursor
-
-
-def _rows(sql: str, params: Sequence) -> list[tuple]:
-    with _prepared_cursor() as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
-
-
 def _settings_and_tax_rates(
     landlords: Sequence[Landlord],
 ) -> dict[int, tuple[InvoiceSettings, dict[str, int], bool]]:
     """Per landlord: `invoice_settings_get`, `selectors.tax_rates` and whether it has
     any meter reading, in one round trip for all of them."""
     found = {}
-    for *values, rates, has_meters in _rows(_SETTINGS_SQL, [[owner.pk for owner in landlords]]):
+    for *values, rates, has_meters in prepared_rows(
+        _SETTINGS_SQL, [[owner.pk for owner in landlords]]
+    ):
         settings_row = InvoiceSettings.from_db(connection.alias, _SETTINGS_FIELDS, values)
         found[settings_row.landlord_id] = (
             settings_row,
@@ -648,7 +631,7 @@ def _allocate_numbers_and_ids(
     id: `nextval(pg_get_serial_sequence(...))` cost 4.7 µs an id, ten times the nextval.
     """
     counters = sorted(counters)
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "WITH counter AS (INSERT INTO invoices_invoicenumbercounter"
             " (landlord_id, series, year, last_number, created_at, updated_at)"
@@ -765,7 +748,7 @@ _RUNS_LOCK_SQL = (
 def _runs_lock(run_ids: Sequence[int]) -> dict[int, BillingRun]:
     """The runs with their landlords, the run rows locked until commit, by id."""
     runs = {}
-    for values in _rows(_RUNS_LOCK_SQL, [sorted(set(run_ids))]):
+    for values in prepared_rows(_RUNS_LOCK_SQL, [sorted(set(run_ids))]):
         run = BillingRun.from_db(connection.alias, _RUN_FIELDS, values[: len(_RUN_FIELDS)])
         run.landlord = Landlord.from_db(
             connection.alias, _LANDLORD_FIELDS, values[len(_RUN_FIELDS) :]
@@ -895,11 +878,15 @@ def _bill_runs(*, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]]) 
     every = [pk for ids in pending.values() for pk in ids]
     # Each lease and charge must be the landlord's whose run bills it.
     owner_of = {pk: owner for owner, ids in pending.items() for pk in ids}
-    leases = [row[1:] for row in _rows(_LEASES_SQL, [every]) if owner_of.get(row[1]) == row[0]]
+    leases = [
+        row[1:] for row in prepared_rows(_LEASES_SQL, [every]) if owner_of.get(row[1]) == row[0]
+    ]
     if not leases:
         return ChunkResult(0, 0, 0)
     ids = [lease[0] for lease in leases]
-    charges = [row[1:] for row in _rows(_CHARGES_SQL, [ids]) if owner_of.get(row[2]) == row[0]]
+    charges = [
+        row[1:] for row in prepared_rows(_CHARGES_SQL, [ids]) if owner_of.get(row[2]) == row[0]
+    ]
     terms = _lease_terms(leases, charges)
     # Only the lease's own one-off charges matter to the rules; most chunks have none.
     one_off_ids = [
@@ -1072,7 +1059,7 @@ _BILL_TO_SQL = (
 def _bill_to(lease_ids: Sequence[int]) -> dict[int, tuple[int, str, str]]:
     """Per lease: (bill-to tenant id, all tenants' names, bill-to email). The first
     tenant added to the lease is the one whose receivable carries the invoice."""
-    rows = _rows(_BILL_TO_SQL, [list(lease_ids)])
+    rows = prepared_rows(_BILL_TO_SQL, [list(lease_ids)])
     out: dict[int, tuple[int, list[str], str]] = {}
     for lease_id, tenant_id, name, email in rows:
         if lease_id not in out:

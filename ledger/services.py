@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
@@ -184,21 +185,18 @@ def _accounts_fetch(*, landlord: Landlord, keys: set[AccountKey]) -> dict[Accoun
     payment event, where the ORM's query building cost ten times the query)."""
     per_tenant = [k for k in keys if k.tenant_id is not None]
     wide = [k for k in keys if k.tenant_id is None]
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        cursor.execute(
-            _ACCOUNTS_BY_KEY_SQL,
-            [
-                [k.code for k in per_tenant],
-                [k.currency for k in per_tenant],
-                [k.tenant_id for k in per_tenant],
-                landlord.pk,
-                [k.code for k in wide],
-                [k.currency for k in wide],
-                landlord.pk,
-            ],
-            prepare=True,
-        )
-        rows = cursor.fetchall()
+    rows = prepared_rows(
+        _ACCOUNTS_BY_KEY_SQL,
+        [
+            [k.code for k in per_tenant],
+            [k.currency for k in per_tenant],
+            [k.tenant_id for k in per_tenant],
+            landlord.pk,
+            [k.code for k in wide],
+            [k.currency for k in wide],
+            landlord.pk,
+        ],
+    )
     found: dict[AccountKey, Account] = {}
     for row in rows:
         account = Account.from_db(connection.alias, _ACCOUNT_ATTNAMES, row)
@@ -648,7 +646,7 @@ def _post_joined(
         raise _invalid(
             "Idempotency key %(key)s appears twice in one post.", "idempotency_key", key=dupe
         )
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         head = _heads_lock_raw(cursor, [landlord.pk])[landlord.pk]
         existing = _by_keys(cursor, landlord, keys)
     results: dict[str, LedgerTransaction] = {}
@@ -926,7 +924,6 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
     landlords = {landlord.pk: landlord for landlord, _ in batches}
     with (
         transaction.atomic(savepoint=False),
-        connection.wrap_database_errors,
         # Prepared once per connection: these fixed statements took longer to plan
         # than to run.
         prepared_cursor() as cursor,
@@ -1086,15 +1083,18 @@ def prepared_rows(statement: str, params: Sequence | dict) -> list[tuple]:
         return cursor.fetchall()
 
 
-def prepared_cursor() -> psycopg.Cursor:
+@contextmanager
+def prepared_cursor() -> Iterator[psycopg.Cursor]:
     """A cursor on Django's connection (same session and transaction) that binds
-    server-side, so `execute(..., prepare=True)` really prepares.
+    server-side, so `execute(..., prepare=True)` really prepares; database errors are
+    raised as Django's, as from the ORM.
 
     Not `prepared_connection().cursor()`: Django sets the connection's cursor factory
     to its client-side binding cursor, which accepts `prepare=True` and silently sends
     each statement as text with its values inlined, to be parsed and planned anew
     (the per-event path of Stripe webhooks did that until decision 0011)."""
-    return psycopg.Cursor(prepared_connection())
+    with connection.wrap_database_errors, psycopg.Cursor(prepared_connection()) as cursor:
+        yield cursor
 
 
 def _heads_lock_raw(cursor, landlord_ids: Sequence[int]) -> dict[int, tuple[int, str]]:

@@ -51,7 +51,6 @@ from ledger.services import (
     EntrySpec,
     TransactionSpec,
     accounts_get_or_create,
-    prepared_cursor,
     prepared_rows,
     transaction_post,
     transaction_reverse,
@@ -233,7 +232,7 @@ def _payment_locked(by: str, value) -> Payment | None:
     """The payment found by `by` (a key of `_LOCK_BY`), locked, landlord and tenant
     loaded; None if there is none. None of the three models needs a value converter
     (checked by a test), so `from_db` takes the row as PostgreSQL returns it."""
-    rows = _sql(_LOCK_BY[by], [value])
+    rows = prepared_rows(_LOCK_BY[by], [value])
     if not rows:
         return None
     row, start = rows[0], 0
@@ -246,14 +245,6 @@ def _payment_locked(by: str, value) -> Payment | None:
     payment, landlord, tenant = loaded
     payment.landlord, payment.tenant = landlord, tenant
     return payment
-
-
-def _sql(statement: str, params: Sequence | dict) -> list[tuple]:
-    """Run one fixed statement of the per-event path as a prepared statement (same
-    connection and transaction as the ORM). For these small indexed queries, Django's
-    query building and PostgreSQL's planning cost more than running them
-    (docs/decisions/0010-webhook-processing-cost.md)."""
-    return prepared_rows(statement, params)
 
 
 # The per-event writes, as fixed prepared statements over every column (from the
@@ -290,7 +281,9 @@ def _payment_save(payment: Payment) -> None:
     """`payment.save()` for the locked payment of the event path: every column, one
     prepared statement."""
     payment.updated_at = timezone.now()
-    _sql(_PAYMENT_UPDATE_SQL, [*(getattr(payment, name) for name in _PAYMENT_COLUMNS), payment.pk])
+    prepared_rows(
+        _PAYMENT_UPDATE_SQL, [*(getattr(payment, name) for name in _PAYMENT_COLUMNS), payment.pk]
+    )
 
 
 def _allocations_insert(*, payment: Payment, plan: Sequence[tuple[Invoice | None, int]]) -> None:
@@ -305,13 +298,13 @@ def _allocations_insert(*, payment: Payment, plan: Sequence[tuple[Invoice | None
             created_at=now,
             updated_at=now,
         )
-        _sql(_ALLOCATION_INSERT_SQL, [getattr(row, name) for name in _ALLOCATION_COLUMNS])
+        prepared_rows(_ALLOCATION_INSERT_SQL, [getattr(row, name) for name in _ALLOCATION_COLUMNS])
 
 
 def _notification_upsert(notification: Notification) -> int:
     """Insert the outbox row unless its (landlord, dedupe key) exists; its id either way."""
     notification.created_at = notification.updated_at = timezone.now()
-    ((notification_id,),) = _sql(
+    ((notification_id,),) = prepared_rows(
         _NOTIFICATION_UPSERT_SQL, [getattr(notification, name) for name in _NOTIFICATION_COLUMNS]
     )
     return notification_id
@@ -324,7 +317,7 @@ def _lock_tenant(tenant_id: int) -> None:
     # Serialises everything that reads a tenant's open balances and then posts
     # against them (payments, credit application), so two cannot both settle the
     # same invoice. Taking it again in the same transaction is a cheap no-op.
-    _sql(_LOCK_TENANT_SQL, [tenant_id])
+    prepared_rows(_LOCK_TENANT_SQL, [tenant_id])
 
 
 # In the model's field order, as `Model.from_db` expects for a partial row.
@@ -382,7 +375,9 @@ def _open_invoices(
     params = [] if credit is None else [landlord.pk, AccountCode.TENANT_CREDIT, tenant_id]
     params += [AccountCode.RECEIVABLE, INVOICE_DOCUMENT]
     params += [landlord.pk, tenant_id, InvoiceState.ISSUED, currency]
-    rows = _sql(_OPEN_INVOICES_SQL if credit is None else _OPEN_INVOICES_AND_CREDIT_SQL, params)
+    rows = prepared_rows(
+        _OPEN_INVOICES_SQL if credit is None else _OPEN_INVOICES_AND_CREDIT_SQL, params
+    )
     invoices = []
     width = len(_OPEN_INVOICE_FIELDS)
     for row in rows:
@@ -558,7 +553,9 @@ def _tenant_keys(payment: Payment) -> dict[str, AccountKey]:
 def _credits(*, landlord_id: int, tenant_id: int) -> list[tuple[str, int, int]]:
     """(currency, credit available, last entry id) per currency the tenant ever held
     credit in; available is negative if the account was overdrawn."""
-    rows = _sql(_CREDIT_BY_CURRENCY_SQL, [landlord_id, AccountCode.TENANT_CREDIT, tenant_id])
+    rows = prepared_rows(
+        _CREDIT_BY_CURRENCY_SQL, [landlord_id, AccountCode.TENANT_CREDIT, tenant_id]
+    )
     return [(currency, -int(total), last) for currency, total, last in rows]
 
 
@@ -766,7 +763,7 @@ def _money_status(payment: Payment) -> str:
     """The status of a posted payment from its refunds, disputes and reversal."""
     if payment.reversal_id is not None:
         return PaymentStatus.REVERSED
-    ((disputes, refunded),) = _sql(_MONEY_STATE_SQL, {"payment": payment.pk})
+    ((disputes, refunded),) = prepared_rows(_MONEY_STATE_SQL, {"payment": payment.pk})
     disputes = disputes or []
     if DisputeStatus.LOST in disputes:
         return PaymentStatus.REVERSED
@@ -2350,7 +2347,7 @@ def _event_refused(event: StripeEvent, *, claimed_status: str, exc: Exception) -
         tail = "".join(traceback.format_exception(exc, limit=-3))
         status, error = EventStatus.FAILED, f"{type(exc).__name__}: {exc}\n\n{tail}"[:4000]
     with transaction.atomic():
-        if not _sql(_EVENT_RELOCK_SQL, [event.pk, claimed_status]):
+        if not prepared_rows(_EVENT_RELOCK_SQL, [event.pk, claimed_status]):
             return
         if isinstance(exc, _Unmatched):
             event.landlord = exc.landlord
@@ -2364,7 +2361,7 @@ def _event_refused(event: StripeEvent, *, claimed_status: str, exc: Exception) -
 
 def _event_finish(event: StripeEvent) -> None:
     event.processed_at = event.updated_at = timezone.now()
-    _sql(
+    prepared_rows(
         _EVENT_FINISH_SQL,
         [
             event.status,
@@ -2397,7 +2394,7 @@ _EVENT_CLAIM_SQL = (
 
 
 def _event_claim() -> StripeEvent | None:
-    rows = _sql(_EVENT_CLAIM_SQL, [EventStatus.RECEIVED])
+    rows = prepared_rows(_EVENT_CLAIM_SQL, [EventStatus.RECEIVED])
     if not rows:
         return None
     values = list(rows[0])
@@ -2535,8 +2532,8 @@ def stripe_event_store(*, event: dict, raw_body: str, enqueue: bool = True) -> b
     """Insert a verified event (raw body kept) unless its id is already stored; on a
     new row, queue its processing after commit. Returns True if it was new. One
     statement, no other query: the webhook must answer fast."""
-    with connection.wrap_database_errors, prepared_cursor() as cursor:
-        cursor.execute(
+    inserted = bool(
+        prepared_rows(
             INSERT_EVENT_SQL,
             {
                 "id": event["id"],
@@ -2547,9 +2544,8 @@ def stripe_event_store(*, event: dict, raw_body: str, enqueue: bool = True) -> b
                 "created": int(event.get("created") or 0),
                 "body": raw_body,
             },
-            prepare=True,
         )
-        inserted = cursor.fetchone() is not None
+    )
     if inserted and enqueue:
         event_id = event["id"]
         transaction.on_commit(lambda: _processing_request(event_id))
