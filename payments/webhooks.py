@@ -4,9 +4,11 @@ A delivery with a missing or wrong signature, or a timestamp outside the toleran
 is refused with 400 before anything is written; a verified event is inserted under
 its unique Stripe id with one statement (`ON CONFLICT DO NOTHING`, so a duplicate
 delivery is a no-op 200) and processed later, after commit, by a drain task that
-works through every received event (services.stripe_events_drain: one Redis SET NX
-per event, a task only when none is queued). No other query runs here: Stripe waits
-for our answer (STYLE.md, "Webhooks").
+works through every received event (services.stripe_events_drain; the request for a
+drain is a Redis SET NX made off the request path, one for many deliveries, and a
+task only when none is queued). No other query runs here: Stripe waits for our answer
+(STYLE.md, "Webhooks"). In the WSGI application this view runs without the
+middleware stack (billing_site.wsgi: it needs no session, user, locale or CSRF).
 """
 
 from __future__ import annotations

@@ -267,3 +267,74 @@ def test_a_failure_is_not_recorded_over_an_event_processed_meanwhile(drains_queu
     services._event_refused(row, claimed_status=EventStatus.RECEIVED, exc=RuntimeError("late"))
     row.refresh_from_db()
     assert (row.status, row.error) == (EventStatus.PROCESSED, "")
+
+
+def test_drain_requests_from_many_deliveries_are_coalesced_off_the_request_thread(
+    drains_queued, monkeypatch
+):
+    """A delivery only flags that a drain is wanted; the process's request thread
+    makes one Redis request for every delivery flagged since its last one."""
+    import threading
+
+    from payments import services
+
+    calls: list[str] = []
+    real = services._drain_request
+
+    def counted(key=None):
+        calls.append(threading.current_thread().name)
+        real(key)
+
+    monkeypatch.setattr(services, "_drain_request", counted)
+    requests = services._DrainRequests()
+    monkeypatch.setattr(requests, "COALESCE_SECONDS", 0.2)
+    requests.ask()
+    deadline = time.monotonic() + 5
+    while not drains_queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(drains_queued) == 1
+    for _ in range(20):  # while the thread waits out its coalescing pause
+        requests.ask()
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert calls == ["stripe-drain-requests"] * 2  # 21 deliveries, two requests
+    assert len(drains_queued) == 1  # the flag was still set: no second task
+
+
+def test_a_failing_drain_request_does_not_stop_later_ones(drains_queued, monkeypatch):
+    from payments import services
+
+    outcomes = iter([RuntimeError("redis down"), None])
+    done: list[None] = []
+
+    def flaky(key=None):
+        outcome = next(outcomes)
+        if outcome is not None:
+            raise outcome
+        done.append(None)
+
+    monkeypatch.setattr(services, "_drain_request", flaky)
+    requests = services._DrainRequests()
+    monkeypatch.setattr(requests, "COALESCE_SECONDS", 0.01)
+    requests.ask()
+    time.sleep(0.2)
+    requests.ask()
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done == [None]
+
+
+def test_a_pending_drain_request_is_made_when_the_process_exits(drains_queued):
+    """`flush` (registered with atexit) makes the request of deliveries not yet served."""
+    from payments import services
+
+    requests = services._DrainRequests()
+    with requests._lock:
+        requests._keys.add(services._drain_flag_key())
+    requests.flush()
+    assert len(drains_queued) == 1
+    requests.flush()  # nothing pending: nothing asked
+    assert len(drains_queued) == 1
