@@ -345,3 +345,101 @@ def test_a_drain_sends_the_receipts_of_its_events_in_one_task(world, fake_stripe
         m for m in mail.outbox if "Payment received" in m.subject and m.to == ["ada@example.test"]
     ]
     assert len(ours) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("batch", [1, 50])
+def test_a_drain_commits_events_asynchronously_and_publishes_only_durable_receipts(
+    world, fake_stripe, monkeypatch, batch
+):
+    """Each event's transaction commits without waiting for the disk; before receipts
+    are published, a synchronous commit (of the event itself, or of an empty
+    transaction at the end of the drain) has made every earlier commit durable."""
+    from django.db import connection
+
+    from payments import services
+
+    for n in (1, 2):
+        payment = start(world, 60_000, invoice=world.december, key=f"p-{n}", allow_partial=True)
+        event = pi_event(payment, "succeeded")
+        services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+    log: list[str] = []
+    real_rows, real_apply = services.prepared_rows, services._event_apply
+
+    def rows(statement, params):
+        if statement in (services._COMMIT_DURABLY_SQL, services._WAL_FLUSH_SQL):
+            log.append("durable")
+        return real_rows(statement, params)
+
+    def apply(event):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            log.append(f"event, synchronous_commit {cursor.fetchone()[0]}")
+        real_apply(event)
+
+    monkeypatch.setattr(services, "prepared_rows", rows)
+    monkeypatch.setattr(services, "_event_apply", apply)
+    monkeypatch.setattr(
+        services, "_receipts_publish", lambda ids: log.append(f"publish {len(ids)}")
+    )
+    monkeypatch.setattr(services, "RECEIPT_BATCH", batch)
+    monkeypatch.setattr(services, "_drain_request", lambda: None)
+
+    assert services.stripe_events_drain() == 2
+    each = "event, synchronous_commit off"
+    if batch == 1:
+        assert log == [each, "durable", "publish 1", each, "durable", "publish 1"]
+    else:
+        assert log == [each, each, "durable", "publish 2"]
+    with connection.cursor() as cursor:  # the setting was the transactions' own
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receipts_are_left_for_the_sweep_when_their_durability_cannot_be_checked(
+    world, monkeypatch
+):
+    from django.db import OperationalError
+
+    from payments import services
+
+    published: list[list[int]] = []
+
+    def unreachable(statement, params):
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(services, "prepared_rows", unreachable)
+    monkeypatch.setattr(services, "_receipts_publish", published.append)
+    services._receipts_publish_durably([1, 2])
+    assert published == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_that_leaves_an_on_commit_hook_commits_durably(world, monkeypatch):
+    """A handler's on-commit hook (a dunning email's task, say) runs after a commit
+    that has reached the disk."""
+    from django.db import connection, transaction
+
+    from payments import services
+
+    event = so.event("customer.created", so.example("customer"))
+    services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+    seen: list[str] = []
+    real_rows, real_apply = services.prepared_rows, services._event_apply
+
+    def rows(statement, params):
+        if statement == services._COMMIT_DURABLY_SQL:
+            seen.append("durable")
+        return real_rows(statement, params)
+
+    def apply(event):
+        real_apply(event)
+        transaction.on_commit(lambda: seen.append("hook"))
+
+    monkeypatch.setattr(services, "prepared_rows", rows)
+    monkeypatch.setattr(services, "_event_apply", apply)
+    monkeypatch.setattr(services, "_drain_request", lambda: None)
+    assert services.stripe_events_drain() == 1
+    assert seen == ["durable", "hook"]
+    assert connection.run_on_commit == []
