@@ -270,13 +270,16 @@ _ALLOCATION_INSERT_SQL = (
     f" VALUES ({', '.join(['%s'] * len(_ALLOCATION_COLUMNS))})"
 )
 _NOTIFICATION_COLUMNS = _columns(Notification)
-# Exactly once by the outbox key; on a conflict (queued before) the upsert touches
-# nothing that matters and returns the existing row's id.
-_NOTIFICATION_UPSERT_SQL = (
+# Exactly once by the outbox key. DO NOTHING, not a no-op DO UPDATE: an upsert that can
+# update also fires the table's statement-level UPDATE trigger (the reference check).
+_NOTIFICATION_INSERT_SQL = (
     f"INSERT INTO {Notification._meta.db_table} ({', '.join(_NOTIFICATION_COLUMNS)})"  # noqa: S608
     f" VALUES ({', '.join(['%s'] * len(_NOTIFICATION_COLUMNS))})"
-    " ON CONFLICT (landlord_id, dedupe_key) DO UPDATE SET dedupe_key = EXCLUDED.dedupe_key"
-    " RETURNING id"
+    " ON CONFLICT (landlord_id, dedupe_key) DO NOTHING RETURNING id"
+)
+_NOTIFICATION_ID_SQL = (
+    f"SELECT id FROM {Notification._meta.db_table}"  # noqa: S608
+    " WHERE landlord_id = %s AND dedupe_key = %s"
 )
 
 
@@ -307,9 +310,12 @@ def _allocations_insert(*, payment: Payment, plan: Sequence[tuple[Invoice | None
 def _notification_upsert(notification: Notification) -> int:
     """Insert the outbox row unless its (landlord, dedupe key) exists; its id either way."""
     notification.created_at = notification.updated_at = timezone.now()
-    ((notification_id,),) = prepared_rows(
-        _NOTIFICATION_UPSERT_SQL, [getattr(notification, name) for name in _NOTIFICATION_COLUMNS]
-    )
+    rows = prepared_rows(
+        _NOTIFICATION_INSERT_SQL, [getattr(notification, name) for name in _NOTIFICATION_COLUMNS]
+    ) or prepared_rows(
+        _NOTIFICATION_ID_SQL, [notification.landlord_id, notification.dedupe_key]
+    )  # queued before
+    ((notification_id,),) = rows
     return notification_id
 
 
@@ -420,10 +426,11 @@ def _debit_code(payment: Payment) -> str:
 def _payment_post(
     *, payment: Payment, when: datetime, fee: int | None = None
 ) -> list[tuple[Invoice | None, int]] | None:
-    """Post the payment and write its allocations (caller holds the payment lock);
-    with a known Stripe `fee`, the fee is posted in the same ledger call (its own
-    transaction and key, as `_payment_fee_record` would). Returns the allocation plan,
-    or None if the payment was posted already."""
+    """Post the payment, write its allocations and queue its receipt (caller holds the
+    payment lock; `payment.succeeded_at` is set); with a known Stripe `fee`, the fee is
+    posted in the same ledger call (its own transaction and key, as
+    `_payment_fee_record` would). Returns the allocation plan, or None if the payment
+    was posted already."""
     if payment.posting_id is not None:
         return None
     landlord = payment.landlord
@@ -485,9 +492,10 @@ def _payment_post(
                 when=when,
             )
         )
-    # Allocations first: the ledger post takes the landlord's head lock, held until
-    # COMMIT, so every statement before it is one less under the lock.
+    # Allocations and receipt first: the ledger post takes the landlord's head lock,
+    # held until COMMIT, so every statement before it is one less under the lock.
     _allocations_insert(payment=payment, plan=plan)
+    _receipt_queue(payment, plan=plan)
     posted = transactions_post(landlord=landlord, specs=specs)
     payment.posting = posted[0]
     if with_fee:
@@ -935,14 +943,12 @@ def _mark_succeeded(
             payment.amount_minor = amount_received
         payment.succeeded_at = when
         payment.failure_code = payment.decline_code = payment.failure_message = ""
-        plan = _payment_post(payment=payment, when=when, fee=fee)
+        _payment_post(payment=payment, when=when, fee=fee)
         payment.status = PaymentStatus.SUCCEEDED
     _payment_fee_record(payment=payment, fee=fee, when=when)
     if not newly:
         payment.status = _money_status(payment)
     _payment_save(payment)
-    if newly:
-        _receipt_queue(payment, plan=plan)
     return newly
 
 
@@ -1621,9 +1627,9 @@ def manual_payment_record(
         return Payment.objects.for_landlord(landlord).get(idempotency_key=key)
     payment = _payments_locked().get(pk=payment.pk)
     when = _local_midnight(landlord, received_on)
-    plan = _payment_post(payment=payment, when=when)
-    payment.status = PaymentStatus.SUCCEEDED
     payment.succeeded_at = when
+    _payment_post(payment=payment, when=when)
+    payment.status = PaymentStatus.SUCCEEDED
     payment.save()
     audit(
         landlord=landlord,
@@ -1634,7 +1640,6 @@ def manual_payment_record(
         f"{format_money(amount_minor, currency)} from {tenant}",
         data={"reference": payment.reference, "invoice_id": invoice.pk if invoice else None},
     )
-    _receipt_queue(payment, plan=plan)
     return payment
 
 
