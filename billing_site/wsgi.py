@@ -32,7 +32,11 @@ class BareHandler(WSGIHandler):
 
     def _checked_response(self, request):
         request.get_host()  # DisallowedHost -> 400, as CommonMiddleware would
-        return self._get_response(request)
+        response = self._get_response(request)
+        # As CommonMiddleware does: without it gunicorn sends the body chunked.
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
 
 
 class Application:

@@ -2416,14 +2416,19 @@ _EVENT_CLAIM_SQL = (
     " WHERE status = %s ORDER BY status, created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 _COMMIT_DURABLY_SQL = "SELECT set_config('synchronous_commit', 'on', true)"
-# A transaction with an id, committed synchronously: its commit waits until the WAL is
-# on disk up to its commit record, so every earlier commit is durable too.
-_WAL_FLUSH_SQL = "SELECT pg_current_xact_id()"
+# A transaction that writes, committed synchronously: its commit waits until the WAL is
+# on disk up to its commit record, so every earlier commit is durable too. It must
+# write WAL (PostgreSQL commits a transaction that wrote none without waiting, even
+# with an id), so it touches the outbox rows about to be published.
+_WAL_FLUSH_SQL = (
+    f"UPDATE {Notification._meta.db_table} SET updated_at = now()"  # noqa: S608
+    " WHERE id = ANY(%s::bigint[])"
+)
 
 
 def _event_claim() -> StripeEvent | None:
     """Claim the next received event for the caller's transaction, which then commits
-    asynchronously unless `_commit_durably()` is called before its end."""
+    asynchronously unless `_COMMIT_DURABLY_SQL` runs before its end."""
     rows = prepared_rows(_EVENT_CLAIM_SQL, [EventStatus.RECEIVED])
     if not rows:
         return None
@@ -2483,6 +2488,9 @@ def stripe_events_drain(
     deadline = monotonic() + max_seconds
     done = 0
     batch = _ReceiptBatch(monotonic())
+    # Called inside a transaction (tests, a shell), each event's block is a savepoint
+    # and nothing commits before the caller does.
+    nested = connection.in_atomic_block
     token = _receipt_batch.set(batch)
     try:
         while done < max_events:
@@ -2499,7 +2507,10 @@ def stripe_events_drain(
                         prepared_rows(_COMMIT_DURABLY_SQL, [])
                     if batch.pending:
                         ids, batch.pending = batch.pending, []
-                        transaction.on_commit(lambda ids=ids: batch.ready.extend(ids))
+                        if nested:  # only the outer commit makes them real: send then
+                            transaction.on_commit(lambda ids=ids: _receipts_publish(ids))
+                        else:
+                            transaction.on_commit(lambda ids=ids: batch.ready.extend(ids))
             except Exception as exc:
                 batch.pending.clear()
                 publish = False
@@ -2531,7 +2542,7 @@ def _receipts_publish_durably(notification_ids: list[int]) -> None:
     nothing: the rows stay queued for the notification sweep."""
     try:
         with transaction.atomic():
-            prepared_rows(_WAL_FLUSH_SQL, [])
+            prepared_rows(_WAL_FLUSH_SQL, [list(notification_ids)])
     except Exception:
         log.warning("Receipts %s left for the sweep", notification_ids, exc_info=True)
         return
@@ -2588,12 +2599,17 @@ class _DrainRequests:
     deliveries. Every `ask()` is followed by a `_drain_request()` that starts after
     it (the flag is cleared before the request is made), so no event is left without
     a drain. A process that dies with a request pending leaves its last events
-    `received` for the sweep, as an unreachable Redis does; a process that exits
-    normally makes it first (atexit)."""
+    `received` for the sweep, as an unreachable Redis does; a web worker or command
+    that exits normally makes it first (atexit; Celery's pool children exit without
+    running atexit). A forked child starts afresh (no thread, lock or keys of the
+    parent)."""
 
     COALESCE_SECONDS = 0.02
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._wanted = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -2612,11 +2628,16 @@ class _DrainRequests:
 
     def flush(self) -> None:
         """Make the pending request now, in the calling thread."""
+        # Clear the flag first: an ask() after this point sets it again (and its key is
+        # either taken below or left for the next round), so no key is left unserved.
+        self._wanted.clear()
         with self._lock:
             keys, self._keys = self._keys, set()
-        self._wanted.clear()
         for key in keys:
-            _drain_request(key)
+            try:
+                _drain_request(key)
+            except Exception:  # the other keys still get their request
+                log.exception("Could not request a Stripe event drain")
 
     def _run(self) -> None:
         from time import sleep
@@ -2632,6 +2653,7 @@ class _DrainRequests:
 
 _drain_requests = _DrainRequests()
 atexit.register(_drain_requests.flush)
+os.register_at_fork(after_in_child=_drain_requests._reset)
 
 
 # The webhook's single statement: store the event unless its id is known. Prepared,

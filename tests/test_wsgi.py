@@ -61,6 +61,7 @@ def test_the_webhook_is_served_by_the_bare_handler_and_stores_the_event(webhook_
         headers={"HTTP_STRIPE_SIGNATURE": so.sign(body, secret=SECRET)},
     )
     assert status == 200
+    assert headers["Content-Length"] == "0"
     assert StripeEvent.objects.filter(event_id=event["id"]).exists()
     # No middleware ran: no session cookie, no clickjacking or security headers.
     assert "Set-Cookie" not in headers

@@ -443,3 +443,40 @@ def test_an_event_that_leaves_an_on_commit_hook_commits_durably(world, monkeypat
     assert services.stripe_events_drain() == 1
     assert seen == ["durable", "hook"]
     assert connection.run_on_commit == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receipts_left_at_the_end_of_a_drain_are_published_after_a_write_commit(world, monkeypatch):
+    """The flush before publishing must write WAL (a transaction that wrote none
+    commits without waiting for the disk): it touches the rows it publishes."""
+    from payments import services
+    from tests.invoices.factories import NotificationFactory
+
+    notification = NotificationFactory(tenant=world.tenant, kind="payment_receipt")
+    before = notification.updated_at
+    published: list[list[int]] = []
+    monkeypatch.setattr(services, "_receipts_publish", published.append)
+    services._receipts_publish_durably([notification.pk])
+    assert published == [[notification.pk]]
+    notification.refresh_from_db()
+    assert notification.updated_at > before
+
+
+def test_a_drain_in_an_open_transaction_sends_its_receipts_when_that_commits(
+    world, fake_stripe, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Inside a caller's transaction (a shell, a test) nothing is committed before the
+    caller commits: the receipts go out then, not into the finished drain's batch."""
+    from payments import services
+
+    payment = start(world, 60_000, invoice=world.december, key="nested", allow_partial=True)
+    event = pi_event(payment, "succeeded")
+    services.stripe_event_store(event=event, raw_body=json.dumps(event), enqueue=False)
+    published: list[list[int]] = []
+    monkeypatch.setattr(services, "_receipts_publish", published.append)
+    monkeypatch.setattr(services, "_drain_request", lambda: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.stripe_events_drain() == 1
+        assert published == []
+    receipt = Notification.objects.get(landlord=world.landlord, kind="payment_receipt")
+    assert published == [[receipt.pk]]
