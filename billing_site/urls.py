@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 import dunning.urls
 import invoices.urls
+import ledger.urls
 import payments.staff_urls
 import portal.staff_urls
 import tenants.urls
@@ -15,6 +16,7 @@ from payments.webhooks import stripe_webhook
 # One staff namespace under /app/, composed here so lower apps never import higher ones.
 dashboard_patterns = (
     tenants.urls.urlpatterns
+    + ledger.urls.urlpatterns
     + invoices.urls.urlpatterns
     + portal.staff_urls.urlpatterns
     + payments.staff_urls.urlpatterns

@@ -34,4 +34,9 @@ urlpatterns = [
         views.TenantStatementView.as_view(),
         name="tenant_statement",
     ),
+    path(
+        "tenants/<int:pk>/statement.csv",
+        views.TenantStatementCsvView.as_view(),
+        name="tenant_statement_csv",
+    ),
 ]

@@ -28,7 +28,9 @@ from invoices.models import (
     Invoice,
 )
 from ledger import selectors as ledger_selectors
+from money.currency import from_minor
 from tenants import selectors as tenant_selectors
+from tenants.exports import csv_download, csv_text
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant, Unit
 from tenants.views import PAGE_SIZE, StaffView
@@ -411,4 +413,48 @@ class TenantStatementView(StaffView):
             page=page,
             balances=ledger_selectors.tenant_balance(landlord=self.landlord, tenant=tenant),
             invoice_document=selectors.INVOICE_DOCUMENT,
+        )
+
+
+class TenantStatementCsvView(StaffView):
+    """The statement as CSV, oldest first: every entry with its running balance."""
+
+    permission = Permission.EXPORT
+
+    def get(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        tz = self.landlord.tz
+        entries = ledger_selectors.tenant_statement(landlord=self.landlord, tenant=tenant)
+
+        def rows():
+            for e in entries.iterator(chunk_size=2_000):
+                amount, currency = e.amount_minor, e.currency
+                yield (
+                    e.effective_at.astimezone(tz).date().isoformat(),
+                    e.seq,
+                    csv_text(e.description),
+                    e.document_kind,
+                    "" if e.document_id is None else e.document_id,
+                    e.account.code,
+                    currency,
+                    str(from_minor(amount, currency)) if amount > 0 else "",
+                    str(from_minor(-amount, currency)) if amount < 0 else "",
+                    str(from_minor(e.running_balance, currency)),
+                )
+
+        return csv_download(
+            filename=f"{self.landlord.slug}-statement-tenant-{tenant.pk}.csv",
+            header=(
+                "date",
+                "seq",
+                "description",
+                "document_kind",
+                "document_id",
+                "account",
+                "currency",
+                "charge",
+                "credit",
+                "balance",
+            ),
+            rows=rows(),
         )

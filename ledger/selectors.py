@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db.models import Case, Exists, F, OuterRef, Prefetch, QuerySet, Sum, Value, When, Window
 from django.db.models.functions import Coalesce
@@ -126,11 +127,15 @@ class TrialBalance:
         return all(total == 0 for total in self.totals.values())
 
 
-def trial_balance(*, landlord: Landlord) -> TrialBalance:
-    """The landlord's trial balance; every currency's total must be 0."""
+def trial_balance(*, landlord: Landlord, before: datetime | None = None) -> TrialBalance:
+    """The landlord's trial balance; every currency's total must be 0. With `before`,
+    only transactions effective before that moment (the books as they stood then; a
+    transaction recorded later but backdated counts, as it does for the business)."""
+    entries = LedgerEntry.objects.for_landlord(landlord)
+    if before is not None:
+        entries = entries.filter(transaction__effective_at__lt=before)
     rows = (
-        LedgerEntry.objects.for_landlord(landlord)
-        .values("account__code", "account__kind", "currency")
+        entries.values("account__code", "account__kind", "currency")
         .annotate(
             debit=Coalesce(Sum(Case(When(amount_minor__gt=0, then=F("amount_minor")))), Value(0)),
             credit=Coalesce(Sum(Case(When(amount_minor__lt=0, then=-F("amount_minor")))), Value(0)),
@@ -180,6 +185,117 @@ def transaction_list(
         )
     entries = LedgerEntry.objects.select_related("account").order_by("pk")
     return qs.prefetch_related(Prefetch("entries", queryset=entries)).order_by("seq")
+
+
+@dataclass(frozen=True)
+class JournalPage:
+    """One keyset page of the journal, newest first, and the cursors (chain positions)
+    of the neighbouring pages: None at an end."""
+
+    transactions: list[LedgerTransaction]
+    older: int | None
+    newer: int | None
+
+    @property
+    def has_other_pages(self) -> bool:
+        return self.older is not None or self.newer is not None
+
+
+def _journal(
+    *, landlord: Landlord, since: datetime | None, until: datetime | None
+) -> QuerySet[LedgerTransaction]:
+    qs = LedgerTransaction.objects.for_landlord(landlord)
+    if since is not None:
+        qs = qs.filter(effective_at__gte=since)
+    if until is not None:
+        qs = qs.filter(effective_at__lt=until)
+    return qs
+
+
+def journal_page(
+    *,
+    landlord: Landlord,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+    size: int = 50,
+) -> JournalPage:
+    """Transactions effective in [since, until), in chain order from the newest, by
+    keyset over `seq` (the (landlord, seq) unique index; no OFFSET, no COUNT(*)):
+    `older_than` / `newer_than` are the `seq` cursors of `JournalPage`."""
+    base = _journal(landlord=landlord, since=since, until=until)
+    entries = LedgerEntry.objects.select_related("account", "tenant").order_by("pk")
+    listing = base.select_related("reverses").prefetch_related(
+        Prefetch("entries", queryset=entries)
+    )
+    if newer_than is not None:
+        rows = list(listing.filter(seq__gt=newer_than).order_by("seq")[: size + 1])
+        more_newer, rows = len(rows) > size, rows[:size][::-1]
+        more_older = bool(rows) and base.filter(seq__lt=rows[-1].seq).exists()
+    else:
+        if older_than is not None:
+            listing = listing.filter(seq__lt=older_than)
+        rows = list(listing.order_by("-seq")[: size + 1])
+        more_older, rows = len(rows) > size, rows[:size]
+        more_newer = (
+            older_than is not None and bool(rows) and base.filter(seq__gt=rows[0].seq).exists()
+        )
+    return JournalPage(
+        transactions=rows,
+        older=rows[-1].seq if rows and more_older else None,
+        newer=rows[0].seq if rows and more_newer else None,
+    )
+
+
+def journal_export_rows(
+    *, landlord: Landlord, since: datetime | None = None, until: datetime | None = None
+) -> Iterable[tuple]:
+    """Every entry of the transactions effective in [since, until), in chain order
+    (seq, then entry id), as tuples: seq, transaction id, effective_at, recorded at,
+    idempotency key, description, document kind and id, seq of the reversed transaction,
+    entry id, account code and kind, tenant id and name, lease id, currency, signed
+    amount, hash, prev_hash. Read in chunks
+    through a server-side cursor, so a landlord's whole history streams in constant
+    memory."""
+    entries = LedgerEntry.objects.for_landlord(landlord)
+    if since is not None:
+        entries = entries.filter(transaction__effective_at__gte=since)
+    if until is not None:
+        entries = entries.filter(transaction__effective_at__lt=until)
+    return (
+        entries.order_by("transaction__seq", "pk")
+        .values_list(
+            "transaction__seq",
+            "transaction_id",
+            "transaction__effective_at",
+            "transaction__created_at",
+            "transaction__idempotency_key",
+            "transaction__description",
+            "transaction__document_kind",
+            "transaction__document_id",
+            "transaction__reverses__seq",
+            "pk",
+            "account__code",
+            "account__kind",
+            "tenant_id",
+            "tenant__full_name",
+            "lease_id",
+            "currency",
+            "amount_minor",
+            "transaction__hash",
+            "transaction__prev_hash",
+        )
+        .iterator(chunk_size=2_000)
+    )
+
+
+def chain_head(*, landlord: Landlord) -> LedgerHead:
+    """The tip of the landlord's hash chain (seq 0 and the genesis hash before the
+    first posting). Written down by an auditor, it lets a later export be checked to
+    extend the books they saw rather than rewrite them."""
+    head = LedgerHead.objects.filter(landlord=landlord).first()
+    return head or LedgerHead(landlord=landlord, last_seq=0, last_hash=GENESIS_HASH)
 
 
 def tenant_statement(*, landlord: Landlord, tenant: Tenant) -> QuerySet[LedgerEntry]:

@@ -1,0 +1,270 @@
+"""Staff ledger pages (/app/ledger/): the trial balance, the journal, and their CSV
+exports for finance staff and auditors.
+
+Edges only, on the dashboard's `StaffView`: parse the query, call a selector, render
+or stream. Looking needs VIEW; downloading needs EXPORT. Every read is the current
+landlord's (`for_landlord` inside the selectors). Days are the landlord's local days.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from django import forms
+from django.http import HttpResponse
+
+from ledger import selectors
+from ledger.models import AccountKind
+from money.currency import from_minor
+from tenants.exports import csv_download, csv_text
+from tenants.models import Landlord, Permission
+from tenants.views import StaffView
+
+DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+DATE_ERRORS = {"invalid": "Enter a date as YYYY-MM-DD, e.g. 2026-12-31."}
+
+
+class AsOfForm(forms.Form):
+    as_of = forms.DateField(
+        required=False,
+        widget=DATE_INPUT,
+        label="As of",
+        help_text="The books at the end of this day. Empty: today.",
+        error_messages=DATE_ERRORS,
+    )
+
+
+class JournalFilterForm(forms.Form):
+    since = forms.DateField(
+        required=False, widget=DATE_INPUT, label="From", error_messages=DATE_ERRORS
+    )
+    until = forms.DateField(
+        required=False,
+        widget=DATE_INPUT,
+        label="To",
+        help_text="Both days included; by the day a transaction is effective.",
+        error_messages=DATE_ERRORS,
+    )
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+
+def _start_of(landlord: Landlord, day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=landlord.tz)
+
+
+def _bad_query(form: forms.Form) -> HttpResponse:
+    """400 naming each field that was wrong; nothing is read."""
+    text = "\n".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+    return HttpResponse(text + "\n", status=400, content_type="text/plain; charset=utf-8")
+
+
+def _major(minor: int, currency: str) -> str:
+    """Exact amount in major units (JPY 1200, EUR 12.00): what a spreadsheet sums."""
+    return str(from_minor(minor, currency))
+
+
+class _AsOfMixin:
+    def as_of(self, form: AsOfForm) -> date:
+        return form.cleaned_data.get("as_of") or self.today()
+
+    def before(self, day: date) -> datetime:
+        return _start_of(self.landlord, day + timedelta(days=1))
+
+
+class LedgerView(_AsOfMixin, StaffView):
+    """The trial balance at the end of a day, and the chain head."""
+
+    def get(self, request):
+        data = request.GET.copy()
+        if not data.get("as_of"):  # show the day the balance is for
+            data["as_of"] = self.today().isoformat()
+        form = AsOfForm(data)
+        context = {"form": form, "head": selectors.chain_head(landlord=self.landlord)}
+        if not form.is_valid():
+            response = self.render("ledger/dashboard/ledger.html", **context)
+            response.status_code = 400
+            return response
+        as_of = self.as_of(form)
+        balance = selectors.trial_balance(landlord=self.landlord, before=self.before(as_of))
+        return self.render(
+            "ledger/dashboard/ledger.html",
+            as_of=as_of,
+            balance=balance,
+            lines=_by_currency(balance),
+            account_kinds=dict(AccountKind.choices),
+            **context,
+        )
+
+
+def _by_currency(balance: selectors.TrialBalance) -> list[tuple[str, list, int, int]]:
+    """(currency, lines, debit total, credit total) per currency."""
+    grouped: dict[str, list] = {}
+    for line in balance.lines:
+        grouped.setdefault(line.currency, []).append(line)
+    return [
+        (
+            currency,
+            lines,
+            sum(line.debit for line in lines),
+            sum(line.credit for line in lines),
+        )
+        for currency, lines in grouped.items()
+    ]
+
+
+class TrialBalanceCsvView(_AsOfMixin, StaffView):
+    permission = Permission.EXPORT
+
+    def get(self, request):
+        form = AsOfForm(request.GET)
+        if not form.is_valid():
+            return _bad_query(form)
+        as_of = self.as_of(form)
+        balance = selectors.trial_balance(landlord=self.landlord, before=self.before(as_of))
+        rows = [
+            (
+                as_of.isoformat(),
+                line.currency,
+                csv_text(line.code),
+                line.kind,
+                _major(line.debit, line.currency),
+                _major(line.credit, line.currency),
+                _major(line.balance, line.currency),
+            )
+            for line in balance.lines
+        ]
+        return csv_download(
+            filename=f"{self.landlord.slug}-trial-balance-{as_of.isoformat()}.csv",
+            header=("as_of", "currency", "account", "kind", "debit", "credit", "balance"),
+            rows=rows,
+        )
+
+
+class _JournalMixin:
+    def journal_range(self, form: JournalFilterForm) -> tuple[datetime | None, datetime | None]:
+        since, until = form.cleaned_data.get("since"), form.cleaned_data.get("until")
+        return (
+            _start_of(self.landlord, since) if since else None,
+            _start_of(self.landlord, until + timedelta(days=1)) if until else None,
+        )
+
+
+def _cursor(params, name: str) -> int | None:
+    value = params.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+class JournalView(_JournalMixin, StaffView):
+    """Every transaction with its entries, newest first, by keyset pages."""
+
+    def get(self, request):
+        form = JournalFilterForm(request.GET)
+        context = {"form": form, "head": selectors.chain_head(landlord=self.landlord)}
+        if not form.is_valid():
+            response = self.render("ledger/dashboard/journal.html", **context)
+            response.status_code = 400
+            return response
+        since, until = self.journal_range(form)
+        page = selectors.journal_page(
+            landlord=self.landlord,
+            since=since,
+            until=until,
+            older_than=_cursor(request.GET, "older"),
+            newer_than=_cursor(request.GET, "newer"),
+        )
+        for txn in page.transactions:
+            for entry in txn.entries.all():
+                entry.credit_minor = -entry.amount_minor
+        kept = {
+            name: form.cleaned_data[name].isoformat()
+            for name in ("since", "until")
+            if form.cleaned_data.get(name)
+        }
+        return self.render(
+            "ledger/dashboard/journal.html",
+            page=page,
+            query="&".join(f"{k}={v}" for k, v in kept.items()),
+            filtered=bool(kept),
+            **context,
+        )
+
+
+class JournalCsvView(_JournalMixin, StaffView):
+    """One row per entry, in chain order, with the hashes that chain it."""
+
+    permission = Permission.EXPORT
+
+    def get(self, request):
+        form = JournalFilterForm(request.GET)
+        if not form.is_valid():
+            return _bad_query(form)
+        since, until = self.journal_range(form)
+        tz = self.landlord.tz
+        rows = selectors.journal_export_rows(landlord=self.landlord, since=since, until=until)
+        header = (
+            "seq",
+            "transaction_id",
+            "effective_at",
+            "recorded_at",
+            "reference",
+            "description",
+            "document_kind",
+            "document_id",
+            "reverses_seq",
+            "entry_id",
+            "account",
+            "account_kind",
+            "tenant_id",
+            "tenant",
+            "lease_id",
+            "currency",
+            "debit",
+            "credit",
+            "amount_minor",
+            "hash",
+            "prev_hash",
+        )
+
+        def formatted():
+            for row in rows:
+                (seq, txn_id, effective_at, recorded_at, reference, description, doc_kind,
+                 doc_id, reverses_seq, entry_id, code, kind, tenant_id, tenant, lease_id,
+                 currency, amount, digest, prev) = row  # fmt: skip
+                yield (
+                    seq,
+                    txn_id,
+                    effective_at.astimezone(tz).isoformat(),
+                    recorded_at.astimezone(tz).isoformat(),
+                    csv_text(reference),
+                    csv_text(description),
+                    doc_kind,
+                    "" if doc_id is None else doc_id,
+                    "" if reverses_seq is None else reverses_seq,
+                    entry_id,
+                    csv_text(code),
+                    kind,
+                    "" if tenant_id is None else tenant_id,
+                    csv_text(tenant),
+                    "" if lease_id is None else lease_id,
+                    currency,
+                    _major(amount, currency) if amount > 0 else "",
+                    _major(-amount, currency) if amount < 0 else "",
+                    amount,
+                    digest,
+                    prev,
+                )
+
+        label = "-".join(
+            form.cleaned_data[n].isoformat() for n in ("since", "until") if form.cleaned_data[n]
+        )
+        return csv_download(
+            filename=f"{self.landlord.slug}-journal{'-' + label if label else ''}.csv",
+            header=header,
+            rows=formatted(),
+        )
