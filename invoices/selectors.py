@@ -18,7 +18,7 @@ exact across pages (filtering a page's rows in Python would lose rows).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -299,6 +299,22 @@ def invoice_page(
         newer=cursor_encode(invoices[0]) if has_newer else None,
         older=cursor_encode(invoices[-1]) if has_older else None,
     )
+
+
+def invoice_rows_every(
+    *, landlord: Landlord, filters: InvoiceFilters, today: date, batch: int = 1_000
+) -> Iterator[InvoiceRow]:
+    """Every row of `invoice_list` with its status, newest first, read by keyset pages of
+    `batch` (for exports: memory stays one batch, whatever the number of invoices)."""
+    after = None
+    while True:
+        page = invoice_page(
+            landlord=landlord, filters=filters, today=today, after=after, size=batch
+        )
+        yield from page.rows
+        if page.older is None:
+            return
+        after = page.older
 
 
 def invoice_get(*, landlord: Landlord, pk) -> Invoice:

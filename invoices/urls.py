@@ -26,6 +26,7 @@ urlpatterns = [
         name="billingrun_progress",
     ),
     path("invoices/", views.InvoiceListView.as_view(), name="invoice_list"),
+    path("invoices.csv", views.InvoiceListCsvView.as_view(), name="invoice_list_csv"),
     path("invoices/<int:pk>/", views.InvoiceDetailView.as_view(), name="invoice_detail"),
     path("invoices/<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="invoice_pdf"),
     path("invoices/<int:pk>/void/", views.InvoiceVoidView.as_view(), name="invoice_void"),

@@ -1,6 +1,8 @@
 """Staff billing pages: runs, invoices, void, PDF, statements. Landlord B always has
 look-alike invoices and runs, so a page that forgets its scope shows them."""
 
+import csv
+import io
 import sys
 import types
 from datetime import date
@@ -9,7 +11,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from invoices import services
+from invoices import selectors, services
 from invoices.models import BillingRun, Invoice, InvoiceState
 from tenants.models import Lease
 from tests.factories import ChargeFactory, LeaseFactory, MembershipFactory, TenantFactory
@@ -140,6 +142,57 @@ def test_the_invoice_list_takes_a_fixed_number_of_queries(
         with django_assert_max_num_queries(6):
             response = staff_client.get(url("invoice_list"), params)
         assert response.status_code == 200
+
+
+def _csv_rows(response) -> list[dict]:
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_the_invoice_register_csv_has_the_filtered_invoices_with_status_and_balance(
+    client, landlord, mine
+):
+    paid, part = mine[0], mine[1]
+    pay(paid, paid.total_minor)
+    pay(part, 100)
+    finance = client
+    finance.force_login(MembershipFactory(landlord=landlord, role="finance").user)
+    page = finance.get(url("invoice_list"), {"period": "2026-12"}).content.decode()
+    assert f'href="{url("invoice_list_csv")}?period=2026-12"' in page
+
+    rows = _csv_rows(finance.get(url("invoice_list_csv"), {"period": "2026-12"}))
+    assert sorted(int(r["invoice_id"]) for r in rows) == sorted(i.pk for i in mine)
+    by_id = {int(r["invoice_id"]): r for r in rows}
+    assert by_id[paid.pk]["status"] == "paid" and by_id[paid.pk]["balance"] == "0.00"
+    owed = part.total_minor - 100
+    assert by_id[part.pk]["status"] == "partially_paid"
+    assert by_id[part.pk]["balance"] == f"{owed // 100}.{owed % 100:02d}"
+    first = by_id[mine[2].pk]
+    assert (first["number"], first["period_from"], first["period_to"]) == (
+        mine[2].number,
+        "2026-12-01",
+        "2026-12-31",
+    )
+    assert first["bill_to"] == "Acme Renter 2" and first["property"] == "Acme House 2"
+    assert not any("Brightside" in value for r in rows for value in r.values())
+    only = _csv_rows(finance.get(url("invoice_list_csv"), {"status": "paid"}))
+    assert [int(r["invoice_id"]) for r in only] == [paid.pk]
+
+
+def test_the_invoice_register_reads_every_invoice_in_batches(landlord, theirs):
+    invoices = portfolio(landlord, 7, prefix="Acme")
+    rows = list(
+        selectors.invoice_rows_every(
+            landlord=landlord, filters=selectors.InvoiceFilters(), today=date(2026, 12, 31), batch=3
+        )
+    )
+    assert sorted(r.invoice.pk for r in rows) == sorted(i.pk for i in invoices)
+    assert len(rows) == len({r.invoice.pk for r in rows})
+
+
+def test_a_viewer_cannot_download_the_invoice_register(viewer_client, mine):
+    assert viewer_client.get(url("invoice_list_csv")).status_code == 403
+    assert "Download CSV" not in viewer_client.get(url("invoice_list")).content.decode()
 
 
 def test_the_empty_invoice_list_explains_where_invoices_come_from(staff_client, theirs):
