@@ -6,6 +6,7 @@ from payments import views
 
 urlpatterns = [
     path("payments/", views.PaymentListView.as_view(), name="payment_list"),
+    path("payments.csv", views.PaymentListCsvView.as_view(), name="payment_list_csv"),
     path("payments/settings/", views.PaymentSettingsView.as_view(), name="payment_settings"),
     path("payments/<int:pk>/", views.PaymentDetailView.as_view(), name="payment_detail"),
     path("payments/<int:pk>/reverse/", views.PaymentReverseView.as_view(), name="payment_reverse"),

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from money.currency import from_minor
 from payments import selectors, services
 from payments.forms import ManualPaymentForm, PaymentReverseForm, PaymentSettingsForm
 from payments.models import (
@@ -27,6 +28,7 @@ from payments.models import (
     Source,
     StripeEvent,
 )
+from tenants.exports import csv_download, csv_text
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant
 from tenants.views import StaffView
@@ -49,42 +51,41 @@ def _choice(params, name: str, choices) -> str:
     return value if value in choices.values else ""
 
 
+def _payments_filtered(landlord, params):
+    """The payments list's query: (queryset, the filters kept for links)."""
+    q = params.get("q", "").strip()[:100]
+    status = _choice(params, "status", PaymentStatus)
+    method = _choice(params, "method", Method)
+    source = _choice(params, "source", Source)
+    tenant_id = params.get("tenant", "")
+    tenant_id = tenant_id if tenant_id.isdigit() and len(tenant_id) < 19 else ""
+    qs = selectors.payment_list(landlord=landlord, status=status or None)
+    if tenant_id:
+        qs = qs.filter(tenant_id=int(tenant_id))
+    if method:
+        qs = qs.filter(method=method)
+    if source:
+        qs = qs.filter(source=source)
+    if q:
+        match = (
+            Q(reference__icontains=q)
+            | Q(tenant__full_name__icontains=q)
+            | Q(stripe_payment_intent_id=q)
+            | Q(stripe_charge_id=q)
+        )
+        if q.isdigit() and len(q) < 19:
+            match |= Q(pk=int(q))
+        qs = qs.filter(match)
+    kept = {"q": q, "status": status, "method": method, "source": source, "tenant": tenant_id}
+    return qs, kept
+
+
 class PaymentListView(StaffView):
     def get(self, request):
-        params = request.GET
-        q = params.get("q", "").strip()[:100]
-        status = _choice(params, "status", PaymentStatus)
-        method = _choice(params, "method", Method)
-        source = _choice(params, "source", Source)
-        tenant_id = params.get("tenant", "")
-        tenant_id = tenant_id if tenant_id.isdigit() and len(tenant_id) < 19 else ""
-        qs = selectors.payment_list(landlord=self.landlord, status=status or None)
-        if tenant_id:
-            qs = qs.filter(tenant_id=int(tenant_id))
-        if method:
-            qs = qs.filter(method=method)
-        if source:
-            qs = qs.filter(source=source)
-        if q:
-            match = (
-                Q(reference__icontains=q)
-                | Q(tenant__full_name__icontains=q)
-                | Q(stripe_payment_intent_id=q)
-                | Q(stripe_charge_id=q)
-            )
-            if q.isdigit() and len(q) < 19:
-                match |= Q(pk=int(q))
-            qs = qs.filter(match)
-        kept = {
-            "q": q,
-            "status": status,
-            "method": method,
-            "source": source,
-            "tenant": tenant_id,
-        }
+        qs, kept = _payments_filtered(self.landlord, request.GET)
         return self.render(
             "payments/dashboard/payment_list.html",
-            q=q,
+            q=kept["q"],
             filters=kept,
             active=any(kept.values()),
             query=urlencode({k: v for k, v in kept.items() if v}),
@@ -92,6 +93,70 @@ class PaymentListView(StaffView):
             statuses=PaymentStatus.choices,
             methods=Method.choices,
             sources=Source.choices,
+        )
+
+
+class PaymentListCsvView(StaffView):
+    """The payments the list's filters select, newest first, as CSV."""
+
+    permission = Permission.EXPORT
+
+    def get(self, request):
+        qs, _kept = _payments_filtered(self.landlord, request.GET)
+        tz = self.landlord.tz
+
+        def moment(value) -> str:
+            return value.astimezone(tz).isoformat() if value else ""
+
+        def amount(minor, currency: str) -> str:
+            return "" if minor is None else str(from_minor(minor, currency))
+
+        def rows():
+            for p in qs.iterator(chunk_size=2_000):
+                yield (
+                    p.pk,
+                    moment(p.created_at),
+                    moment(p.succeeded_at),
+                    p.received_on.isoformat() if p.received_on else "",
+                    p.status,
+                    p.method,
+                    p.source,
+                    p.tenant_id,
+                    csv_text(p.tenant.full_name),
+                    csv_text(p.invoice.number or "") if p.invoice_id else "",
+                    p.currency,
+                    amount(p.amount_minor, p.currency),
+                    amount(p.fee_minor, p.currency),
+                    csv_text(p.reference),
+                    p.stripe_payment_intent_id or "",
+                    p.stripe_charge_id,
+                    p.failure_code,
+                    moment(p.reversed_at),
+                )
+
+        return csv_download(
+            filename=f"{self.landlord.slug}-payments-{self.today().isoformat()}.csv",
+            header=(
+                "payment_id",
+                "created_at",
+                "succeeded_at",
+                "received_on",
+                "status",
+                "method",
+                "source",
+                "tenant_id",
+                "tenant",
+                "invoice",
+                "currency",
+                "amount",
+                "processor_fee",
+                "reference",
+                "stripe_payment_intent",
+                "stripe_charge",
+                "failure_code",
+                "reversed_at",
+            ),
+            rows=rows(),
         )
 
 

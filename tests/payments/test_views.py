@@ -2,6 +2,8 @@
 event log and its reprocess button. Landlord B (`world.other`) always has a payment
 and events of its own, so a page that forgets its scope shows them."""
 
+import csv
+import io
 import itertools
 from datetime import date
 
@@ -178,6 +180,29 @@ def test_the_list_shows_only_the_landlords_payments_with_filters_and_search(staf
     assert (
         "No payment matches" in staff_client.get(url("payment_list"), {"q": "zzz"}).content.decode()
     )
+
+
+def test_the_payments_csv_has_the_filtered_payments_of_this_landlord(client, world):
+    cheque = record(world, 10_000, reference="=SUM(A1:A9)")
+    cash = record(world, 20_050, method=Method.CASH, reference="Envelope")
+    finance = login(client, world.landlord, "finance")
+    page = finance.get(url("payment_list"), {"method": "cash"}).content.decode()
+    assert f'href="{url("payment_list_csv")}?method=cash"' in page
+
+    response = finance.get(url("payment_list_csv"))
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [int(r["payment_id"]) for r in rows] == [cash.pk, cheque.pk]
+    assert "B cash" not in body and "Bo Other" not in body
+    by_id = {int(r["payment_id"]): r for r in rows}
+    assert by_id[cash.pk]["amount"] == "200.50" and by_id[cash.pk]["method"] == "cash"
+    assert by_id[cheque.pk]["reference"] == "'=SUM(A1:A9)"  # text, never a formula
+    assert by_id[cheque.pk]["received_on"] == "2026-11-20"
+    assert by_id[cheque.pk]["tenant"] == "Ada Tenant"
+    only = finance.get(url("payment_list_csv"), {"method": "cash"})
+    assert b"Envelope" in b"".join(only.streaming_content)
+    assert login(client, world.landlord, "viewer").get(url("payment_list_csv")).status_code == 403
 
 
 def test_the_empty_list_says_where_payments_come_from(staff_client, landlord, other_landlord):
