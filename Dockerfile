@@ -13,4 +13,4 @@ COPY . .
 RUN DATABASE_URL=postgres://x@localhost/x .venv/bin/python manage.py collectstatic --no-input -v 0
 ENV PATH=/app/.venv/bin:$PATH
 EXPOSE 8000
-CMD ["gunicorn", "billing_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "billing_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-"]

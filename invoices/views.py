@@ -30,10 +30,10 @@ from invoices.models import (
 from ledger import selectors as ledger_selectors
 from money.currency import from_minor
 from tenants import selectors as tenant_selectors
-from tenants.exports import csv_download, csv_text
+from tenants.exports import bad_query, csv_download, csv_text, query_errors
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant, Unit
-from tenants.views import PAGE_SIZE, StaffView
+from tenants.views import PAGE_SIZE, StaffView, whole_number
 
 MONTH_INPUT = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
 
@@ -60,8 +60,7 @@ class InvoiceVoidForm(forms.Form):
 
 
 def _int_param(params, name: str) -> int | None:
-    value = params.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return whole_number(params.get(name))
 
 
 def _month_param(params, name: str) -> date | None:
@@ -344,6 +343,14 @@ class InvoiceListCsvView(StaffView):
     permission = Permission.EXPORT
 
     def get(self, request):
+        errors = query_errors(
+            request.GET,
+            choices={"status": selectors.InvoiceStatus.values},
+            numbers=("property", "tenant", "lease", "run"),
+            months=("period",),
+        )
+        if errors:
+            return bad_query(errors)
         filters = _invoice_filters(request.GET)
         today = self.today()
         rows = selectors.invoice_rows_every(landlord=self.landlord, filters=filters, today=today)
@@ -502,7 +509,7 @@ class TenantStatementCsvView(StaffView):
                     csv_text(e.description),
                     e.document_kind,
                     "" if e.document_id is None else e.document_id,
-                    e.account.code,
+                    csv_text(e.account.code),
                     currency,
                     str(from_minor(amount, currency)) if amount > 0 else "",
                     str(from_minor(-amount, currency)) if amount < 0 else "",

@@ -11,40 +11,39 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 from django import forms
-from django.http import HttpResponse
+from django.core.validators import MaxValueValidator
 
 from ledger import selectors
 from ledger.models import AccountKind
 from money.currency import from_minor
-from tenants.exports import csv_download, csv_text
+from tenants.exports import bad_query, csv_download, csv_text
 from tenants.models import Landlord, Permission
-from tenants.views import StaffView
+from tenants.views import StaffView, whole_number
 
-DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
-DATE_ERRORS = {"invalid": "Enter a date as YYYY-MM-DD, e.g. 2026-12-31."}
+# The day after a day must exist: date.max + 1 day overflows.
+LAST_DAY = date(9999, 12, 30)
+
+
+def _day_field(label: str, help_text: str = "") -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        label=label,
+        help_text=help_text,
+        error_messages={"invalid": "Enter a date as YYYY-MM-DD, e.g. 2026-12-31."},
+        validators=[
+            MaxValueValidator(LAST_DAY, message="Enter a date before 9999-12-31."),
+        ],
+    )
 
 
 class AsOfForm(forms.Form):
-    as_of = forms.DateField(
-        required=False,
-        widget=DATE_INPUT,
-        label="As of",
-        help_text="The books at the end of this day. Empty: today.",
-        error_messages=DATE_ERRORS,
-    )
+    as_of = _day_field("As of", "The books at the end of this day. Empty: today.")
 
 
 class JournalFilterForm(forms.Form):
-    since = forms.DateField(
-        required=False, widget=DATE_INPUT, label="From", error_messages=DATE_ERRORS
-    )
-    until = forms.DateField(
-        required=False,
-        widget=DATE_INPUT,
-        label="To",
-        help_text="Both days included; by the day a transaction is effective.",
-        error_messages=DATE_ERRORS,
-    )
+    since = _day_field("From")
+    until = _day_field("To", "Both days included; by the day a transaction is effective.")
 
     def clean(self):
         data = super().clean()
@@ -56,12 +55,6 @@ class JournalFilterForm(forms.Form):
 
 def _start_of(landlord: Landlord, day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=landlord.tz)
-
-
-def _bad_query(form: forms.Form) -> HttpResponse:
-    """400 naming each field that was wrong; nothing is read."""
-    text = "\n".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-    return HttpResponse(text + "\n", status=400, content_type="text/plain; charset=utf-8")
 
 
 def _major(minor: int, currency: str) -> str:
@@ -124,7 +117,7 @@ class TrialBalanceCsvView(_AsOfMixin, StaffView):
     def get(self, request):
         form = AsOfForm(request.GET)
         if not form.is_valid():
-            return _bad_query(form)
+            return bad_query(form.errors)
         as_of = self.as_of(form)
         balance = selectors.trial_balance(landlord=self.landlord, before=self.before(as_of))
         rows = [
@@ -155,11 +148,6 @@ class _JournalMixin:
         )
 
 
-def _cursor(params, name: str) -> int | None:
-    value = params.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 19 else None
-
-
 class JournalView(_JournalMixin, StaffView):
     """Every transaction with its entries, newest first, by keyset pages."""
 
@@ -175,8 +163,8 @@ class JournalView(_JournalMixin, StaffView):
             landlord=self.landlord,
             since=since,
             until=until,
-            older_than=_cursor(request.GET, "older"),
-            newer_than=_cursor(request.GET, "newer"),
+            older_than=whole_number(request.GET.get("older")),
+            newer_than=whole_number(request.GET.get("newer")),
         )
         for txn in page.transactions:
             for entry in txn.entries.all():
@@ -203,7 +191,7 @@ class JournalCsvView(_JournalMixin, StaffView):
     def get(self, request):
         form = JournalFilterForm(request.GET)
         if not form.is_valid():
-            return _bad_query(form)
+            return bad_query(form.errors)
         since, until = self.journal_range(form)
         tz = self.landlord.tz
         rows = selectors.journal_export_rows(landlord=self.landlord, since=since, until=until)

@@ -7,7 +7,9 @@ the payment document (`document_kind="payment"`).
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from dataclasses import dataclass
+
+from django.db.models import Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from ledger.models import LedgerEntry, LedgerTransaction
@@ -22,6 +24,50 @@ from payments.models import (
 from tenants.models import Landlord, Tenant
 
 DOCUMENT_KIND = "payment"
+
+
+@dataclass(frozen=True)
+class PaymentFilters:
+    """What the payments list can be narrowed by; empty values mean "any"."""
+
+    q: str = ""  # reference or tenant name (contains), payment id, or a Stripe id
+    status: str = ""
+    method: str = ""
+    source: str = ""
+    tenant_id: int | None = None
+
+    def as_query(self) -> dict[str, str | int]:
+        """The non-empty filters by their query parameter names (links keep them)."""
+        values = {
+            "q": self.q,
+            "status": self.status,
+            "method": self.method,
+            "source": self.source,
+            "tenant": self.tenant_id,
+        }
+        return {name: value for name, value in values.items() if value}
+
+
+def payment_search(*, landlord: Landlord, filters: PaymentFilters) -> QuerySet[Payment]:
+    """The landlord's payments narrowed by `filters`, newest first."""
+    qs = payment_list(landlord=landlord, status=filters.status or None)
+    if filters.tenant_id:
+        qs = qs.filter(tenant_id=filters.tenant_id)
+    if filters.method:
+        qs = qs.filter(method=filters.method)
+    if filters.source:
+        qs = qs.filter(source=filters.source)
+    if q := filters.q:
+        match = (
+            Q(reference__icontains=q)
+            | Q(tenant__full_name__icontains=q)
+            | Q(stripe_payment_intent_id=q)
+            | Q(stripe_charge_id=q)
+        )
+        if q.isascii() and q.isdigit() and len(q) < 19:
+            match |= Q(pk=int(q))
+        qs = qs.filter(match)
+    return qs
 
 
 def payment_list(

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -28,10 +27,10 @@ from payments.models import (
     Source,
     StripeEvent,
 )
-from tenants.exports import csv_download, csv_text
+from tenants.exports import bad_query, csv_download, csv_text, query_errors
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant
-from tenants.views import StaffView
+from tenants.views import StaffView, whole_number
 
 # Events an operator may push through the processor again.
 REPROCESSABLE = (EventStatus.FAILED, EventStatus.UNMATCHED, EventStatus.RECEIVED)
@@ -51,41 +50,24 @@ def _choice(params, name: str, choices) -> str:
     return value if value in choices.values else ""
 
 
-def _payments_filtered(landlord, params):
-    """The payments list's query: (queryset, the filters kept for links)."""
-    q = params.get("q", "").strip()[:100]
-    status = _choice(params, "status", PaymentStatus)
-    method = _choice(params, "method", Method)
-    source = _choice(params, "source", Source)
-    tenant_id = params.get("tenant", "")
-    tenant_id = tenant_id if tenant_id.isdigit() and len(tenant_id) < 19 else ""
-    qs = selectors.payment_list(landlord=landlord, status=status or None)
-    if tenant_id:
-        qs = qs.filter(tenant_id=int(tenant_id))
-    if method:
-        qs = qs.filter(method=method)
-    if source:
-        qs = qs.filter(source=source)
-    if q:
-        match = (
-            Q(reference__icontains=q)
-            | Q(tenant__full_name__icontains=q)
-            | Q(stripe_payment_intent_id=q)
-            | Q(stripe_charge_id=q)
-        )
-        if q.isdigit() and len(q) < 19:
-            match |= Q(pk=int(q))
-        qs = qs.filter(match)
-    kept = {"q": q, "status": status, "method": method, "source": source, "tenant": tenant_id}
-    return qs, kept
+def _payment_filters(params) -> selectors.PaymentFilters:
+    return selectors.PaymentFilters(
+        q=params.get("q", "").strip()[:100],
+        status=_choice(params, "status", PaymentStatus),
+        method=_choice(params, "method", Method),
+        source=_choice(params, "source", Source),
+        tenant_id=whole_number(params.get("tenant")),
+    )
 
 
 class PaymentListView(StaffView):
     def get(self, request):
-        qs, kept = _payments_filtered(self.landlord, request.GET)
+        filters = _payment_filters(request.GET)
+        kept = filters.as_query()
+        qs = selectors.payment_search(landlord=self.landlord, filters=filters)
         return self.render(
             "payments/dashboard/payment_list.html",
-            q=kept["q"],
+            q=filters.q,
             filters=kept,
             active=any(kept.values()),
             query=urlencode({k: v for k, v in kept.items() if v}),
@@ -102,7 +84,18 @@ class PaymentListCsvView(StaffView):
     permission = Permission.EXPORT
 
     def get(self, request):
-        qs, _kept = _payments_filtered(self.landlord, request.GET)
+        errors = query_errors(
+            request.GET,
+            choices={
+                "status": PaymentStatus.values,
+                "method": Method.values,
+                "source": Source.values,
+            },
+            numbers=("tenant",),
+        )
+        if errors:
+            return bad_query(errors)
+        qs = selectors.payment_search(landlord=self.landlord, filters=_payment_filters(request.GET))
         tz = self.landlord.tz
 
         def moment(value) -> str:
@@ -128,9 +121,9 @@ class PaymentListCsvView(StaffView):
                     amount(p.amount_minor, p.currency),
                     amount(p.fee_minor, p.currency),
                     csv_text(p.reference),
-                    p.stripe_payment_intent_id or "",
-                    p.stripe_charge_id,
-                    p.failure_code,
+                    csv_text(p.stripe_payment_intent_id),
+                    csv_text(p.stripe_charge_id),
+                    csv_text(p.failure_code),
                     moment(p.reversed_at),
                 )
 
@@ -188,9 +181,9 @@ class ManualPaymentRecordView(StaffView):
         form = ManualPaymentForm(
             landlord=self.landlord, tenant=tenant, initial={"received_on": self.today()}
         )
-        invoice = request.GET.get("invoice", "")
-        if invoice.isdigit() and form.fields["invoice"].queryset.filter(pk=invoice).exists():
-            form.initial["invoice"] = int(invoice)
+        invoice = whole_number(request.GET.get("invoice"))
+        if invoice and form.fields["invoice"].queryset.filter(pk=invoice).exists():
+            form.initial["invoice"] = invoice
         return self.show(tenant, form)
 
     def show(self, tenant, form):

@@ -39,6 +39,7 @@ from portal.forms import (
 )
 from portal.selectors import TENANT_SESSION_KEY
 from tenants.forms import apply_service_errors
+from tenants.views import whole_number
 
 LOGIN_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -355,9 +356,10 @@ class PayView(PortalView):
         """(invoice or None, currency, amount due) of the request."""
         invoice_id = params.get("invoice") or ""
         if invoice_id:
-            if not invoice_id.isdigit():
+            pk = whole_number(invoice_id)
+            if pk is None:
                 raise ValidationError(_("Unknown invoice."))
-            invoice = selectors.payable_invoice_get(tenant=self.tenant, pk=int(invoice_id))
+            invoice = selectors.payable_invoice_get(tenant=self.tenant, pk=pk)
             currency = invoice.currency
         else:
             invoice = None

@@ -190,6 +190,21 @@ def test_the_invoice_register_reads_every_invoice_in_batches(landlord, theirs):
     assert len(rows) == len({r.invoice.pk for r in rows})
 
 
+def test_an_export_with_a_bad_filter_is_a_400_naming_each_one(staff_client, mine):
+    response = staff_client.get(
+        url("invoice_list_csv"), {"status": "bogus", "period": "2026-13", "tenant": "²"}
+    )
+    assert response.status_code == 400
+    assert response.content.decode().splitlines() == [
+        "status: Choose one of draft, open, overdue, paid, partially_paid, void.",
+        "tenant: Enter a whole number.",
+        "period: Enter a month as YYYY-MM, e.g. 2026-12.",
+    ]
+    # The list page itself ignores what it cannot use, non-ASCII digits included.
+    page = staff_client.get(url("invoice_list"), {"tenant": "²", "property": "٣"})
+    assert page.status_code == 200 and len(listed(page)) == 4
+
+
 def test_a_viewer_cannot_download_the_invoice_register(viewer_client, mine):
     assert viewer_client.get(url("invoice_list_csv")).status_code == 403
     assert "Download CSV" not in viewer_client.get(url("invoice_list")).content.decode()

@@ -12,7 +12,8 @@ import time_machine
 from django.urls import reverse
 
 from ledger import selectors
-from ledger.models import LedgerEntry, LedgerHead, LedgerTransaction
+from ledger.models import AccountCode, LedgerEntry, LedgerHead, LedgerTransaction
+from ledger.services import AccountKey, EntrySpec, accounts_get_or_create, transaction_post
 from tests.factories import ChargeFactory, LeaseFactory, MembershipFactory, TenantFactory
 from tests.invoices.test_selectors import pay
 from tests.invoices.test_views import bill, portfolio
@@ -269,3 +270,61 @@ def test_an_empty_ledger_shows_helpful_empty_states(staff_client, landlord, thei
     ledger = staff_client.get(url("ledger"), {"as_of": date(2026, 12, 31).isoformat()})
     assert ledger.context["balance"].lines == []
     assert "Nothing was posted to the ledger" in ledger.content.decode()
+
+
+# --- days at the edges --------------------------------------------------------------
+
+
+def post_at(landlord, when: datetime, key: str, amount: int = 1_000) -> None:
+    bank, rent = AccountKey(AccountCode.BANK, "EUR"), AccountKey(AccountCode.RENT_INCOME, "EUR")
+    accounts = accounts_get_or_create(landlord=landlord, keys=[bank, rent])
+    transaction_post(
+        landlord=landlord,
+        idempotency_key=key,
+        effective_at=when,
+        description=key,
+        entries=[
+            EntrySpec(account=accounts[bank], amount_minor=amount, currency="EUR"),
+            EntrySpec(account=accounts[rent], amount_minor=-amount, currency="EUR"),
+        ],
+    )
+
+
+def test_a_day_is_the_landlords_whole_local_day_across_a_dst_change(staff_client, landlord, theirs):
+    # Berlin moved to summer time on 29 March 2026: that day had 23 hours.
+    post_at(landlord, datetime(2026, 3, 28, 22, 59, tzinfo=UTC), "late on the 28th")  # 23:59
+    post_at(landlord, datetime(2026, 3, 28, 23, 0, tzinfo=UTC), "first of the 29th")  # 00:00
+    post_at(landlord, datetime(2026, 3, 29, 21, 59, tzinfo=UTC), "last of the 29th")  # 23:59
+    post_at(landlord, datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "first of the 30th")  # 00:00
+
+    def journal(**params):
+        response = staff_client.get(url("ledger_journal"), params)
+        return [t.description for t in response.context["page"].transactions][::-1]
+
+    assert journal(since="2026-03-29", until="2026-03-29") == [
+        "first of the 29th",
+        "last of the 29th",
+    ]
+    assert journal(until="2026-03-28") == ["late on the 28th"]
+    assert journal(since="2026-03-30") == ["first of the 30th"]
+    rows = rows_of(staff_client.get(url("ledger_journal_csv"), {"since": "2026-03-29"}))
+    assert rows[0]["effective_at"] == "2026-03-29T00:00:00+01:00"
+    assert rows[-1]["effective_at"] == "2026-03-30T00:00:00+02:00"
+    balance = staff_client.get(url("ledger"), {"as_of": "2026-03-29"}).context["balance"]
+    assert {line.code: line.debit for line in balance.lines}["bank"] == 3_000
+
+
+def test_dates_without_a_next_day_are_refused_not_a_server_error(staff_client, mine):
+    page = staff_client.get(url("ledger"), {"as_of": "9999-12-31"})
+    assert page.status_code == 400
+    assert "Enter a date before 9999-12-31." in page.content.decode()
+    download = staff_client.get(url("ledger_journal_csv"), {"until": "9999-12-31"})
+    assert download.status_code == 400
+    assert download.content.decode() == "until: Enter a date before 9999-12-31.\n"
+    assert staff_client.get(url("ledger_journal"), {"until": "9999-12-30"}).status_code == 200
+
+
+def test_a_cursor_of_other_digits_is_ignored(staff_client, mine):
+    response = staff_client.get(url("ledger_journal"), {"older": "²", "newer": "٣"})
+    assert response.status_code == 200
+    assert len(response.context["page"].transactions) == 5

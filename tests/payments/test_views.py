@@ -205,6 +205,18 @@ def test_the_payments_csv_has_the_filtered_payments_of_this_landlord(client, wor
     assert login(client, world.landlord, "viewer").get(url("payment_list_csv")).status_code == 403
 
 
+def test_a_payments_export_with_a_bad_filter_is_a_400_naming_it(staff_client, world):
+    record(world, 10_000)
+    response = staff_client.get(url("payment_list_csv"), {"method": "gold", "tenant": "x"})
+    assert response.status_code == 400
+    assert response.content.decode().splitlines() == [
+        "method: Choose one of bank_transfer, card, cash, cheque, sepa_debit, us_bank_account.",
+        "tenant: Enter a whole number.",
+    ]
+    # The list page searches for what it was given, "²" included, without failing.
+    assert staff_client.get(url("payment_list"), {"q": "²", "tenant": "²"}).status_code == 200
+
+
 def test_the_empty_list_says_where_payments_come_from(staff_client, landlord, other_landlord):
     body = staff_client.get(url("payment_list")).content.decode()
     assert "No payments yet" in body
