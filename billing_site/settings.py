@@ -194,6 +194,12 @@ CELERY_BEAT_SCHEDULE = {
     # Dunning: every hour on the hour, so any sending window of an hour or more (in
     # any time zone) contains a tick; each step is claimed once (dunning.services).
     "dunning-tick": {"task": "dunning.tasks.dunning_tick", "schedule": crontab(minute=0)},
+    # Every night each landlord's hash chain and trial balance are recomputed and the
+    # outcome shown on the Ledger page (ledger.services.ledger_check_record).
+    "ledger-checks": {
+        "task": "ledger.tasks.ledger_checks_run",
+        "schedule": crontab(hour=2, minute=40),
+    },
     # Credit (overpayments) pays invoices issued after it arrived.
     "tenant-credits-apply": {
         "task": "payments.tasks.tenant_credits_apply_due",

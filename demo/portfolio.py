@@ -262,6 +262,7 @@ def seed_billing(*, now) -> list[str]:
     """Bill the demo landlords' current month (each in its own time zone), through the
     same service the Celery beat uses; a second call creates nothing."""
     from invoices.services import billing_run_execute
+    from ledger.services import ledger_check_record
 
     lines = []
     for landlord in Landlord.objects.filter(slug__in=DEMO_SLUGS).order_by("pk"):
@@ -269,9 +270,11 @@ def seed_billing(*, now) -> list[str]:
         run = billing_run_execute(
             landlord=landlord, period_start=today.replace(day=1), as_of=today, started_by="demo"
         )
+        # The Ledger page shows the chain checked, as it is every night.
+        check = ledger_check_record(landlord=landlord, now=now)
         lines.append(
             f"{landlord.name}: billing run {run.period_start:%Y-%m} {run.status}, "
-            f"{run.invoices_created} invoices"
+            f"{run.invoices_created} invoices; ledger {'verified' if check.ok else 'BROKEN'}"
         )
     return lines
 

@@ -335,3 +335,33 @@ class LedgerHead(models.Model):
 
     def __str__(self) -> str:
         return f"head of landlord {self.landlord_id}: #{self.last_seq}"
+
+
+class LedgerCheck(LandlordOwned):
+    """What the last recomputation of a landlord's chain and trial balance found
+    (`ledger.services.ledger_check_record`: nightly, or on demand from the Ledger page).
+
+    Tamper evidence only protects if someone looks: this is what the Ledger page shows.
+    One row per landlord and local day (a later check that day replaces the earlier);
+    an operational record, not part of the books, so it may be updated.
+    """
+
+    day = models.DateField(help_text=_("The landlord's local day of the check"))
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    transactions_checked = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    last_hash = models.CharField(max_length=64)
+    problem = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["landlord", "day"], name="ledger_check_one_per_day"),
+            models.CheckConstraint(
+                condition=Q(ok=True, problem="") | Q(ok=False) & ~Q(problem=""),
+                name="ledger_check_problem_iff_not_ok",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"ledger check of landlord {self.landlord_id} on {self.day}: {self.ok}"

@@ -21,6 +21,7 @@ from ledger.models import (
     TENANT_ACCOUNT_CODES,
     Account,
     AccountCode,
+    LedgerCheck,
     LedgerEntry,
     LedgerHead,
     LedgerTransaction,
@@ -296,6 +297,11 @@ def chain_head(*, landlord: Landlord) -> LedgerHead:
     extend the books they saw rather than rewrite them."""
     head = LedgerHead.objects.filter(landlord=landlord).first()
     return head or LedgerHead(landlord=landlord, last_seq=0, last_hash=GENESIS_HASH)
+
+
+def ledger_check_latest(*, landlord: Landlord) -> LedgerCheck | None:
+    """The landlord's most recent ledger check, if there was one."""
+    return LedgerCheck.objects.for_landlord(landlord).order_by("-day").first()
 
 
 def tenant_statement(*, landlord: Landlord, tenant: Tenant) -> QuerySet[LedgerEntry]:

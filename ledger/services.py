@@ -11,6 +11,7 @@ records; the ledger itself is the audit trail of money.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,11 +31,15 @@ from ledger.models import (
     GENESIS_HASH,
     TENANT_ACCOUNT_CODES,
     Account,
+    LedgerCheck,
     LedgerTransaction,
     account_kind_for,
 )
+from ledger.selectors import VerifyResult, ledger_verify
 from money.currency import is_known_currency
 from tenants.models import Landlord, Lease, Tenant
+
+log = logging.getLogger(__name__)
 
 # Accounts per INSERT (`bulk_create` sends one array per column on PostgreSQL, far
 # below the 65,535 bind-parameter limit; the batch bounds memory). Postings use COPY.
@@ -1186,3 +1191,57 @@ def transaction_reverse(
         landlord=landlord, prepared=[_prepare(landlord=landlord, spec=spec, reverses=original)]
     )
     return posted
+
+
+# --- checks -------------------------------------------------------------------------
+
+
+def _check_problem(result: VerifyResult) -> str:
+    problems = []
+    if result.chain_break is not None:
+        b = result.chain_break
+        problems.append(f"Transaction #{b.seq}: {b.reason}")
+    if result.unbalanced_currencies:
+        totals = ", ".join(f"{c} {t:+d}" for c, t in sorted(result.unbalanced_currencies.items()))
+        problems.append(f"The trial balance is not zero: {totals}")
+    return "; ".join(problems)[:500]
+
+
+def ledger_check_record(*, landlord: Landlord, now: datetime) -> LedgerCheck:
+    """Recompute the landlord's hash chain, transaction balances and trial balance
+    (`ledger_verify`, which reads the books in chunks and writes nothing) and keep what
+    it found: one row per landlord and local day, a later check that day replacing the
+    earlier one, so re-running the nightly task is harmless. A break is also logged as
+    an error, for whoever watches the logs."""
+    result = ledger_verify(landlord=landlord)
+    problem = _check_problem(result)
+    with transaction.atomic():
+        check, _created = LedgerCheck.objects.update_or_create(
+            landlord=landlord,
+            day=now.astimezone(landlord.tz).date(),
+            defaults={
+                "checked_at": now,
+                "ok": result.ok,
+                "transactions_checked": result.transactions_checked,
+                "last_seq": result.last_seq,
+                "last_hash": result.last_hash,
+                "problem": "" if result.ok else problem or "The ledger did not verify.",
+            },
+        )
+    if not result.ok:
+        log.error("Ledger check failed for landlord %s: %s", landlord.slug, check.problem)
+    return check
+
+
+def ledger_checks_run(*, now: datetime) -> int:
+    """`ledger_check_record` for every landlord (the nightly beat task); one landlord's
+    failure to check is logged and does not stop the others. Returns how many broke."""
+    broken = 0
+    for landlord in Landlord.objects.order_by("pk").iterator():
+        try:
+            check = ledger_check_record(landlord=landlord, now=now)
+        except Exception:
+            log.exception("Could not check the ledger of landlord %s", landlord.slug)
+            continue
+        broken += not check.ok
+    return broken

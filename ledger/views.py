@@ -11,9 +11,12 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 
 from django import forms
+from django.contrib import messages
 from django.core.validators import MaxValueValidator
+from django.shortcuts import redirect
+from django.utils import timezone
 
-from ledger import selectors
+from ledger import selectors, services
 from ledger.models import AccountKind
 from money.currency import from_minor
 from tenants.exports import bad_query, csv_download, csv_text
@@ -71,14 +74,34 @@ class _AsOfMixin:
 
 
 class LedgerView(_AsOfMixin, StaffView):
-    """The trial balance at the end of a day, and the chain head."""
+    """The trial balance at the end of a day, the chain head and its last check; a POST
+    checks the chain now (finance, managers and owners)."""
+
+    def required_permission(self, request) -> str:
+        return Permission.EXPORT if request.method == "POST" else Permission.VIEW
+
+    def post(self, request):
+        check = services.ledger_check_record(landlord=self.landlord, now=timezone.now())
+        if check.ok:
+            messages.success(
+                request,
+                f"The ledger verified: {check.transactions_checked} transactions, "
+                f"chain intact through #{check.last_seq}.",
+            )
+        else:
+            messages.error(request, f"The ledger did not verify. {check.problem}")
+        return redirect("dashboard:ledger")
 
     def get(self, request):
         data = request.GET.copy()
         if not data.get("as_of"):  # show the day the balance is for
             data["as_of"] = self.today().isoformat()
         form = AsOfForm(data)
-        context = {"form": form, "head": selectors.chain_head(landlord=self.landlord)}
+        context = {
+            "form": form,
+            "head": selectors.chain_head(landlord=self.landlord),
+            "check": selectors.ledger_check_latest(landlord=self.landlord),
+        }
         if not form.is_valid():
             response = self.render("ledger/dashboard/ledger.html", **context)
             response.status_code = 400

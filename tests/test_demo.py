@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from dunning.models import DunningStep, StepStatus, TenantDunning
 from invoices.models import Invoice, InvoiceKind
+from ledger.models import LedgerCheck
 from ledger.selectors import ledger_verify, trial_balance
 from tenants.models import Landlord
 
@@ -51,3 +52,11 @@ def test_demo_tenants_stand_at_different_dunning_stages_and_reseeding_adds_nothi
     with time_machine.travel(NOW, tick=False):
         call_command("seed_demo", stdout=io.StringIO())
     assert (DunningStep.objects.count(), Invoice.objects.count()) == counts
+
+
+def test_the_demo_ledgers_are_shown_checked(seeded):
+    checks = LedgerCheck.objects.filter(landlord__in=seeded)
+    assert sorted(checks.values_list("landlord__slug", "ok")) == [
+        ("hudson-homes", True),
+        ("spree-living", True),
+    ]
