@@ -172,17 +172,8 @@ class InvoiceFilters:
 
     @property
     def active(self) -> bool:
-        return any(
-            (
-                self.status,
-                self.period,
-                self.property_id,
-                self.tenant_id,
-                self.lease_id,
-                self.run_id,
-                self.number,
-            )
-        )
+        ids = (self.property_id, self.tenant_id, self.lease_id, self.run_id)
+        return any((self.status, self.period, self.number)) or any(i is not None for i in ids)
 
 
 def invoice_list(*, landlord: Landlord, filters: InvoiceFilters, today: date) -> QuerySet[Invoice]:
@@ -197,13 +188,14 @@ def invoice_list(*, landlord: Landlord, filters: InvoiceFilters, today: date) ->
             )
     if filters.period:
         qs = qs.filter(period_start=filters.period)
-    if filters.property_id:
+    # `is not None`: an id that matches nothing (0) must narrow the list to nothing.
+    if filters.property_id is not None:
         qs = qs.filter(lease__unit__property_id=filters.property_id)
-    if filters.tenant_id:
+    if filters.tenant_id is not None:
         qs = qs.filter(tenant_id=filters.tenant_id)
-    if filters.lease_id:
+    if filters.lease_id is not None:
         qs = qs.filter(lease_id=filters.lease_id)
-    if filters.run_id:
+    if filters.run_id is not None:
         qs = qs.filter(billing_run_id=filters.run_id)
     if filters.number:
         qs = qs.filter(number__icontains=filters.number)

@@ -16,6 +16,7 @@ Higher-level documents (invoices, payments) are named by `document_kind` +
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Length
@@ -337,15 +338,21 @@ class LedgerHead(models.Model):
         return f"head of landlord {self.landlord_id}: #{self.last_seq}"
 
 
+class LedgerCheckKind(models.TextChoices):
+    NIGHTLY = "nightly", _("Nightly")
+    ON_DEMAND = "on_demand", _("On demand")
+
+
 class LedgerCheck(LandlordOwned):
-    """What the last recomputation of a landlord's chain and trial balance found
+    """What a recomputation of a landlord's chain and trial balance found
     (`ledger.services.ledger_check_record`: nightly, or on demand from the Ledger page).
 
     Tamper evidence only protects if someone looks: this is what the Ledger page shows.
-    One row per landlord and local day (a later check that day replaces the earlier);
-    an operational record, not part of the books, so it may be updated.
+    A history, never rewritten: a later check does not erase an earlier failure. The
+    nightly check happens once per landlord and local day (unique).
     """
 
+    kind = models.CharField(max_length=10, choices=LedgerCheckKind.choices)
     day = models.DateField(help_text=_("The landlord's local day of the check"))
     checked_at = models.DateTimeField()
     ok = models.BooleanField()
@@ -353,15 +360,30 @@ class LedgerCheck(LandlordOwned):
     last_seq = models.BigIntegerField()
     last_hash = models.CharField(max_length=64)
     problem = models.CharField(max_length=500, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["landlord", "day"], name="ledger_check_one_per_day"),
+            models.UniqueConstraint(
+                fields=["landlord", "day"],
+                condition=Q(kind=LedgerCheckKind.NIGHTLY),
+                name="ledger_check_nightly_once_a_day",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=LedgerCheckKind.values), name="ledger_check_kind_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(ok=True, problem="") | Q(ok=False) & ~Q(problem=""),
                 name="ledger_check_problem_iff_not_ok",
             ),
         ]
+        indexes = [models.Index(fields=["landlord", "-checked_at"], name="ledger_check_recent")]
 
     def __str__(self) -> str:
-        return f"ledger check of landlord {self.landlord_id} on {self.day}: {self.ok}"
+        return f"{self.kind} ledger check of landlord {self.landlord_id} at {self.checked_at}"

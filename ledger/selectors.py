@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Case, Exists, F, OuterRef, Prefetch, QuerySet, Sum, Value, When, Window
 from django.db.models.functions import Coalesce
@@ -22,6 +22,7 @@ from ledger.models import (
     Account,
     AccountCode,
     LedgerCheck,
+    LedgerCheckKind,
     LedgerEntry,
     LedgerHead,
     LedgerTransaction,
@@ -299,9 +300,44 @@ def chain_head(*, landlord: Landlord) -> LedgerHead:
     return head or LedgerHead(landlord=landlord, last_seq=0, last_hash=GENESIS_HASH)
 
 
-def ledger_check_latest(*, landlord: Landlord) -> LedgerCheck | None:
-    """The landlord's most recent ledger check, if there was one."""
-    return LedgerCheck.objects.for_landlord(landlord).order_by("-day").first()
+@dataclass(frozen=True)
+class CheckStatus:
+    """What the Ledger page says about the chain's checks."""
+
+    latest: LedgerCheck | None
+    last_failure: LedgerCheck | None
+    stale: bool  # the latest check is more than STALE_AFTER old
+
+
+STALE_AFTER = timedelta(hours=36)
+# On-demand checks of one landlord at most this often (each reads the whole ledger).
+CHECK_EVERY = timedelta(minutes=1)
+
+
+def ledger_check_status(*, landlord: Landlord, now: datetime) -> CheckStatus:
+    """The latest check, the latest failure (kept whatever came after it) and whether
+    the checks have stopped."""
+    checks = LedgerCheck.objects.for_landlord(landlord).order_by("-checked_at", "-pk")
+    latest = checks.first()
+    return CheckStatus(
+        latest=latest,
+        last_failure=checks.filter(ok=False).first(),
+        stale=latest is not None and latest.checked_at < now - STALE_AFTER,
+    )
+
+
+def ledger_check_recently_requested(*, landlord: Landlord, now: datetime) -> bool:
+    """An on-demand check recorded within `CHECK_EVERY` (throttles the page's button)."""
+    return (
+        LedgerCheck.objects.for_landlord(landlord)
+        .filter(kind=LedgerCheckKind.ON_DEMAND, checked_at__gt=now - CHECK_EVERY)
+        .exists()
+    )
+
+
+def landlord_ids_to_check() -> list[int]:
+    """Every landlord, for the nightly checks."""
+    return list(Landlord.objects.order_by("pk").values_list("pk", flat=True))
 
 
 def tenant_statement(*, landlord: Landlord, tenant: Tenant) -> QuerySet[LedgerEntry]:
@@ -415,11 +451,17 @@ def ledger_verify(*, landlord: Landlord) -> VerifyResult:
     """Recompute the landlord's hash chain, per-transaction balances and trial balance.
 
     Reads in chunks of 2,000 transactions; stops at the first break. Also checks that
-    the chain head row agrees with the last transaction.
+    the chain head row agrees with the last transaction. The head is read first and the
+    chain checked up to it: postings that commit while the chunks are read (the chain
+    keeps growing under a check) are left for the next check instead of looking like a
+    head that disagrees with its chain.
     """
     result = VerifyResult(landlord_id=landlord.pk, landlord_slug=landlord.slug)
     prev_hash, expected_seq, last_seen = GENESIS_HASH, 1, 0
+    head = LedgerHead.objects.filter(landlord=landlord).first()
     base = LedgerTransaction.objects.for_landlord(landlord).order_by("seq")
+    if head is not None:
+        base = base.filter(seq__lte=head.last_seq)
     while result.chain_break is None:
         rows = list(
             base.filter(seq__gt=last_seen).values(
@@ -452,7 +494,6 @@ def ledger_verify(*, landlord: Landlord) -> VerifyResult:
         last_seen = rows[-1]["seq"]
 
     if result.chain_break is None:
-        head = LedgerHead.objects.filter(landlord=landlord).first()
         head_seq, head_hash = (head.last_seq, head.last_hash) if head else (0, GENESIS_HASH)
         if (head_seq, head_hash) != (result.last_seq, result.last_hash):
             result.chain_break = ChainBreak(

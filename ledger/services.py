@@ -32,6 +32,7 @@ from ledger.models import (
     TENANT_ACCOUNT_CODES,
     Account,
     LedgerCheck,
+    LedgerCheckKind,
     LedgerTransaction,
     account_kind_for,
 )
@@ -1207,41 +1208,58 @@ def _check_problem(result: VerifyResult) -> str:
     return "; ".join(problems)[:500]
 
 
-def ledger_check_record(*, landlord: Landlord, now: datetime) -> LedgerCheck:
+def ledger_check_record(
+    *,
+    landlord: Landlord,
+    now: datetime,
+    kind: str = LedgerCheckKind.NIGHTLY,
+    requested_by=None,
+) -> LedgerCheck:
     """Recompute the landlord's hash chain, transaction balances and trial balance
-    (`ledger_verify`, which reads the books in chunks and writes nothing) and keep what
-    it found: one row per landlord and local day, a later check that day replacing the
-    earlier one, so re-running the nightly task is harmless. A break is also logged as
-    an error, for whoever watches the logs."""
+    (`ledger_verify`: reads the books in chunks, writes nothing) and record what it found.
+
+    The nightly check is recorded once per landlord and local day (a unique row): when
+    that night's check is already recorded, it is returned without checking again, so a
+    re-delivered task is harmless. Every on-demand check is a row of its own, and no
+    check overwrites another, so a failure stays on record whatever comes after it. A
+    failure is also logged as an error, for whoever watches the logs."""
+    day = now.astimezone(landlord.tz).date()
+    nightly = LedgerCheck.objects.for_landlord(landlord).filter(
+        kind=LedgerCheckKind.NIGHTLY, day=day
+    )
+    if kind == LedgerCheckKind.NIGHTLY and (done := nightly.first()) is not None:
+        return done
     result = ledger_verify(landlord=landlord)
-    problem = _check_problem(result)
+    fields = {
+        "checked_at": now,
+        "ok": result.ok,
+        "transactions_checked": result.transactions_checked,
+        "last_seq": result.last_seq,
+        "last_hash": result.last_hash,
+        "problem": "" if result.ok else _check_problem(result) or "The ledger did not verify.",
+        "requested_by": requested_by,
+    }
     with transaction.atomic():
-        check, _created = LedgerCheck.objects.update_or_create(
-            landlord=landlord,
-            day=now.astimezone(landlord.tz).date(),
-            defaults={
-                "checked_at": now,
-                "ok": result.ok,
-                "transactions_checked": result.transactions_checked,
-                "last_seq": result.last_seq,
-                "last_hash": result.last_hash,
-                "problem": "" if result.ok else problem or "The ledger did not verify.",
-            },
-        )
-    if not result.ok:
+        if kind == LedgerCheckKind.NIGHTLY:
+            check, _created = LedgerCheck.objects.get_or_create(
+                landlord=landlord, kind=kind, day=day, defaults=fields
+            )
+        else:
+            check = LedgerCheck.objects.create(landlord=landlord, kind=kind, day=day, **fields)
+    if not check.ok:
         log.error("Ledger check failed for landlord %s: %s", landlord.slug, check.problem)
     return check
 
 
-def ledger_checks_run(*, now: datetime) -> int:
-    """`ledger_check_record` for every landlord (the nightly beat task); one landlord's
-    failure to check is logged and does not stop the others. Returns how many broke."""
-    broken = 0
-    for landlord in Landlord.objects.order_by("pk").iterator():
-        try:
-            check = ledger_check_record(landlord=landlord, now=now)
-        except Exception:
-            log.exception("Could not check the ledger of landlord %s", landlord.slug)
-            continue
-        broken += not check.ok
-    return broken
+def ledger_check_run(
+    *, landlord_id: int, now: datetime, kind: str, requested_by_id: int | None = None
+) -> LedgerCheck | None:
+    """`ledger_check_record` for a landlord id (the Celery task's edge); None if the
+    landlord no longer exists."""
+    from django.contrib.auth import get_user_model
+
+    landlord = Landlord.objects.filter(pk=landlord_id).first()
+    if landlord is None:
+        return None
+    user = get_user_model().objects.filter(pk=requested_by_id).first() if requested_by_id else None
+    return ledger_check_record(landlord=landlord, now=now, kind=kind, requested_by=user)

@@ -45,13 +45,13 @@ class PaymentFilters:
             "source": self.source,
             "tenant": self.tenant_id,
         }
-        return {name: value for name, value in values.items() if value}
+        return {name: value for name, value in values.items() if value not in ("", None)}
 
 
 def payment_search(*, landlord: Landlord, filters: PaymentFilters) -> QuerySet[Payment]:
     """The landlord's payments narrowed by `filters`, newest first."""
     qs = payment_list(landlord=landlord, status=filters.status or None)
-    if filters.tenant_id:
+    if filters.tenant_id is not None:  # 0 matches nothing, as it should
         qs = qs.filter(tenant_id=filters.tenant_id)
     if filters.method:
         qs = qs.filter(method=filters.method)

@@ -200,6 +200,9 @@ def test_an_export_with_a_bad_filter_is_a_400_naming_each_one(staff_client, mine
         "tenant: Enter a whole number.",
         "period: Enter a month as YYYY-MM, e.g. 2026-12.",
     ]
+    # An id that names nothing exports nothing (it does not mean "any").
+    nothing = _csv_rows(staff_client.get(url("invoice_list_csv"), {"tenant": "0"}))
+    assert nothing == []
     # The list page itself ignores what it cannot use, non-ASCII digits included.
     page = staff_client.get(url("invoice_list"), {"tenant": "²", "property": "٣"})
     assert page.status_code == 200 and len(listed(page)) == 4

@@ -149,3 +149,23 @@ def test_verify_reads_in_chunks(posted, monkeypatch):
     monkeypatch.setattr("ledger.selectors.VERIFY_CHUNK", 2)
     assert ledger_verify(landlord=posted.landlord).transactions_checked == 5
     assert LedgerEntry.objects.for_landlord(posted.landlord).count() == 10
+
+
+def test_a_posting_that_commits_during_a_check_is_left_for_the_next_one(posted, monkeypatch):
+    from ledger import selectors
+
+    real, calls = selectors._entries_by_transaction, []
+
+    def posting_meanwhile(ids):
+        if not calls:  # the chain grows while the check reads it
+            calls.append(post_charge(posted, 700, key="c-meanwhile", invoice_id=9))
+        return real(ids)
+
+    monkeypatch.setattr(selectors, "_entries_by_transaction", posting_meanwhile)
+    result = ledger_verify(landlord=posted.landlord)
+
+    assert calls and result.ok, result
+    assert (result.transactions_checked, result.last_seq) == (5, 5)
+    assert LedgerHead.objects.get(landlord=posted.landlord).last_seq == 6
+    monkeypatch.undo()
+    assert ledger_verify(landlord=posted.landlord).transactions_checked == 6
