@@ -17,7 +17,7 @@ from django.shortcuts import redirect
 from django.utils import timezone
 
 from ledger import selectors
-from ledger.models import AccountKind, LedgerCheckKind
+from ledger.models import LedgerCheckKind
 from ledger.tasks import ledger_check
 from money.currency import from_minor
 from tenants.exports import bad_query, csv_download, csv_text
@@ -118,7 +118,6 @@ class LedgerView(_AsOfMixin, StaffView):
             as_of=as_of,
             balance=balance,
             lines=_by_currency(balance),
-            account_kinds=dict(AccountKind.choices),
             **context,
         )
 
