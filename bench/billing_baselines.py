@@ -141,7 +141,7 @@ def _naive_bill_one(*, lease: Lease, period_start: date, period_end: date) -> bo
     ledger.transaction_post(
         landlord=landlord,
         idempotency_key=f"invoice:{invoice.pk}:issue",
-        effective_at=datetime.combine(invoice.issue_date, datetime.min.time(), landlord.tz),
+        effective_at=landlord.day_start(invoice.issue_date),
         description=f"Invoice {invoice.number}",
         entries=entries,
         **ref,

@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from itertools import zip_longest
@@ -700,7 +700,7 @@ def _ledger_specs(*, landlord: Landlord, issued: Sequence[_Issued]) -> list[ledg
     for i in issued:
         effective_at = midnights.get(i.issue_date)
         if effective_at is None:
-            effective_at = midnights[i.issue_date] = _local_midnight(landlord, i.issue_date)
+            effective_at = midnights[i.issue_date] = landlord.day_start(i.issue_date)
         entries = tuple(
             ledger.EntrySpec(
                 account=accounts[key],
@@ -724,10 +724,6 @@ def _ledger_specs(*, landlord: Landlord, issued: Sequence[_Issued]) -> list[ledg
             )
         )
     return specs
-
-
-def _local_midnight(landlord: Landlord, day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=landlord.tz)
 
 
 _RUN_FIELDS = [f.attname for f in BillingRun._meta.concrete_fields]
@@ -1217,9 +1213,7 @@ def _write_invoices(
                 continue
             effective_at = midnights.get(draft.issue_date)
             if effective_at is None:
-                effective_at = midnights[draft.issue_date] = _local_midnight(
-                    landlord, draft.issue_date
-                )
+                effective_at = midnights[draft.issue_date] = landlord.day_start(draft.issue_date)
             landlord_postings.append(
                 _issue_posting(
                     invoice_id=pk,
@@ -1492,7 +1486,7 @@ def late_fee_invoice_issue(
     ledger.transaction_post(
         landlord=landlord,
         idempotency_key=f"invoice:{fee.pk}:issue",
-        effective_at=_local_midnight(landlord, issue_date),
+        effective_at=landlord.day_start(issue_date),
         description=f"Late fee {number} for {invoice.number}",
         entries=[
             ledger.EntrySpec(

@@ -28,12 +28,12 @@ from invoices.models import (
     Invoice,
 )
 from ledger import selectors as ledger_selectors
-from money.currency import from_minor
 from tenants import selectors as tenant_selectors
-from tenants.exports import bad_query, csv_download, csv_text, query_errors
+from tenants.exports import csv_amount, csv_download, csv_text
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant, Unit
-from tenants.views import PAGE_SIZE, StaffView, whole_number
+from tenants.query import bad_query, month_start, query_errors, whole_number
+from tenants.views import PAGE_SIZE, StaffView
 
 MONTH_INPUT = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
 
@@ -57,28 +57,6 @@ class InvoiceVoidForm(forms.Form):
         help_text="Kept with the ledger reversal and in the activity log, e.g. Billed the wrong tenant.",
         error_messages={"required": "Say why the invoice is voided."},
     )
-
-
-def _int_param(params, name: str) -> int | None:
-    return whole_number(params.get(name))
-
-
-def _month_param(params, name: str) -> date | None:
-    field = forms.DateField(input_formats=["%Y-%m"], required=False)
-    try:
-        value = field.clean(params.get(name, ""))
-    except ValidationError:
-        return None
-    return value.replace(day=1) if value else None
-
-
-def _with_credits(transactions) -> list:
-    """Entries get `credit_minor` (the credit as a positive amount) for Dr/Cr display."""
-    transactions = list(transactions)
-    for txn in transactions:
-        for entry in txn.entries.all():
-            entry.credit_minor = -entry.amount_minor
-    return transactions
 
 
 # --- billing runs -------------------------------------------------------------------
@@ -294,11 +272,11 @@ def _invoice_filters(params) -> selectors.InvoiceFilters:
     status = params.get("status", "")
     return selectors.InvoiceFilters(
         status=status if status in selectors.InvoiceStatus.values else "",
-        period=_month_param(params, "period"),
-        property_id=_int_param(params, "property"),
-        tenant_id=_int_param(params, "tenant"),
-        lease_id=_int_param(params, "lease"),
-        run_id=_int_param(params, "run"),
+        period=month_start(params.get("period")),
+        property_id=whole_number(params.get("property")),
+        tenant_id=whole_number(params.get("tenant")),
+        lease_id=whole_number(params.get("lease")),
+        run_id=whole_number(params.get("run")),
         number=params.get("q", "").strip()[:32],
     )
 
@@ -355,9 +333,6 @@ class InvoiceListCsvView(StaffView):
         today = self.today()
         rows = selectors.invoice_rows_every(landlord=self.landlord, filters=filters, today=today)
 
-        def amount(minor: int, currency: str) -> str:
-            return str(from_minor(minor, currency))
-
         def formatted():
             for row in rows:
                 inv = row.invoice
@@ -375,10 +350,10 @@ class InvoiceListCsvView(StaffView):
                     csv_text(unit.name),
                     inv.lease_id,
                     inv.currency,
-                    amount(inv.subtotal_minor, inv.currency),
-                    amount(inv.tax_minor, inv.currency),
-                    amount(inv.total_minor, inv.currency),
-                    amount(row.balance_minor, inv.currency),
+                    csv_amount(inv.subtotal_minor, inv.currency),
+                    csv_amount(inv.tax_minor, inv.currency),
+                    csv_amount(inv.total_minor, inv.currency),
+                    csv_amount(row.balance_minor, inv.currency),
                     inv.pk,
                 )
 
@@ -420,9 +395,7 @@ class InvoiceDetailView(StaffView):
             status=status,
             status_label=selectors.InvoiceStatus.labels[status],
             balance=balance,
-            transactions=_with_credits(
-                selectors.invoice_transactions(landlord=self.landlord, invoice=invoice)
-            ),
+            transactions=selectors.invoice_transactions(landlord=self.landlord, invoice=invoice),
             notifications=selectors.invoice_notifications(landlord=self.landlord, invoice=invoice),
         )
 
@@ -478,9 +451,6 @@ class TenantStatementView(StaffView):
         entries = ledger_selectors.tenant_statement(landlord=self.landlord, tenant=tenant)
         paginator = Paginator(entries, PAGE_SIZE)
         page = paginator.get_page(request.GET.get("page") or paginator.num_pages)
-        page.object_list = list(page.object_list)
-        for entry in page.object_list:
-            entry.credit_minor = -entry.amount_minor
         return self.render(
             "invoices/dashboard/tenant_statement.html",
             object=tenant,
@@ -511,9 +481,9 @@ class TenantStatementCsvView(StaffView):
                     "" if e.document_id is None else e.document_id,
                     csv_text(e.account.code),
                     currency,
-                    str(from_minor(amount, currency)) if amount > 0 else "",
-                    str(from_minor(-amount, currency)) if amount < 0 else "",
-                    str(from_minor(e.running_balance, currency)),
+                    csv_amount(amount, currency) if amount > 0 else "",
+                    csv_amount(-amount, currency) if amount < 0 else "",
+                    csv_amount(e.running_balance, currency),
                 )
 
         return csv_download(

@@ -308,6 +308,11 @@ class LedgerEntry(AppendOnlyModel):
         side = "Dr" if self.amount_minor > 0 else "Cr"
         return f"{side} {abs(self.amount_minor)} {self.currency} on {self.account_id}"
 
+    @property
+    def credit_minor(self) -> int:
+        """The credit as a positive amount (for Dr/Cr columns); negative for a debit."""
+        return -self.amount_minor
+
 
 class LedgerHead(models.Model):
     """The tip of one landlord's chain: last seq and hash.

@@ -8,7 +8,7 @@ landlord's (`for_landlord` inside the selectors). Days are the landlord's local 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from django import forms
 from django.contrib import messages
@@ -19,10 +19,10 @@ from django.utils import timezone
 from ledger import selectors
 from ledger.models import LedgerCheckKind
 from ledger.tasks import ledger_check
-from money.currency import from_minor
-from tenants.exports import bad_query, csv_download, csv_text
-from tenants.models import Landlord, Permission
-from tenants.views import StaffView, whole_number
+from tenants.exports import csv_amount, csv_download, csv_text
+from tenants.models import Permission
+from tenants.query import bad_query, whole_number
+from tenants.views import StaffView
 
 # The day after a day must exist: date.max + 1 day overflows.
 LAST_DAY = date(9999, 12, 30)
@@ -57,21 +57,12 @@ class JournalFilterForm(forms.Form):
         return data
 
 
-def _start_of(landlord: Landlord, day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=landlord.tz)
-
-
-def _major(minor: int, currency: str) -> str:
-    """Exact amount in major units (JPY 1200, EUR 12.00): what a spreadsheet sums."""
-    return str(from_minor(minor, currency))
-
-
 class _AsOfMixin:
     def as_of(self, form: AsOfForm) -> date:
         return form.cleaned_data.get("as_of") or self.today()
 
     def before(self, day: date) -> datetime:
-        return _start_of(self.landlord, day + timedelta(days=1))
+        return self.landlord.day_start(day + timedelta(days=1))
 
 
 class LedgerView(_AsOfMixin, StaffView):
@@ -153,9 +144,9 @@ class TrialBalanceCsvView(_AsOfMixin, StaffView):
                 line.currency,
                 csv_text(line.code),
                 line.kind,
-                _major(line.debit, line.currency),
-                _major(line.credit, line.currency),
-                _major(line.balance, line.currency),
+                csv_amount(line.debit, line.currency),
+                csv_amount(line.credit, line.currency),
+                csv_amount(line.balance, line.currency),
             )
             for line in balance.lines
         ]
@@ -170,8 +161,8 @@ class _JournalMixin:
     def journal_range(self, form: JournalFilterForm) -> tuple[datetime | None, datetime | None]:
         since, until = form.cleaned_data.get("since"), form.cleaned_data.get("until")
         return (
-            _start_of(self.landlord, since) if since else None,
-            _start_of(self.landlord, until + timedelta(days=1)) if until else None,
+            self.landlord.day_start(since) if since else None,
+            self.landlord.day_start(until + timedelta(days=1)) if until else None,
         )
 
 
@@ -193,9 +184,6 @@ class JournalView(_JournalMixin, StaffView):
             older_than=whole_number(request.GET.get("older")),
             newer_than=whole_number(request.GET.get("newer")),
         )
-        for txn in page.transactions:
-            for entry in txn.entries.all():
-                entry.credit_minor = -entry.amount_minor
         kept = {
             name: form.cleaned_data[name].isoformat()
             for name in ("since", "until")
@@ -268,8 +256,8 @@ class JournalCsvView(_JournalMixin, StaffView):
                     csv_text(tenant),
                     "" if lease_id is None else lease_id,
                     currency,
-                    _major(amount, currency) if amount > 0 else "",
-                    _major(-amount, currency) if amount < 0 else "",
+                    csv_amount(amount, currency) if amount > 0 else "",
+                    csv_amount(-amount, currency) if amount < 0 else "",
                     amount,
                     digest,
                     prev,

@@ -22,6 +22,7 @@ from payments.models import (
     StripeEvent,
 )
 from tenants.models import Landlord, Tenant
+from tenants.query import whole_number
 
 DOCUMENT_KIND = "payment"
 
@@ -64,8 +65,8 @@ def payment_search(*, landlord: Landlord, filters: PaymentFilters) -> QuerySet[P
             | Q(stripe_payment_intent_id=q)
             | Q(stripe_charge_id=q)
         )
-        if q.isascii() and q.isdigit() and len(q) < 19:
-            match |= Q(pk=int(q))
+        if (number := whole_number(q)) is not None:
+            match |= Q(pk=number)
         qs = qs.filter(match)
     return qs
 

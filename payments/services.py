@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -161,10 +161,6 @@ class PaymentDeclined(ValidationError):
 
 def _from_unix(value) -> datetime:
     return datetime.fromtimestamp(int(value), tz=UTC)
-
-
-def _local_midnight(landlord: Landlord, day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=landlord.tz)
 
 
 def _stripe_account(landlord: Landlord) -> str | None:
@@ -1626,7 +1622,7 @@ def manual_payment_record(
     except IntegrityError:
         return Payment.objects.for_landlord(landlord).get(idempotency_key=key)
     payment = _payments_locked().get(pk=payment.pk)
-    when = _local_midnight(landlord, received_on)
+    when = landlord.day_start(received_on)
     payment.succeeded_at = when
     _payment_post(payment=payment, when=when)
     payment.status = PaymentStatus.SUCCEEDED

@@ -16,7 +16,6 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from money.currency import from_minor
 from payments import selectors, services
 from payments.forms import ManualPaymentForm, PaymentReverseForm, PaymentSettingsForm
 from payments.models import (
@@ -27,22 +26,14 @@ from payments.models import (
     Source,
     StripeEvent,
 )
-from tenants.exports import bad_query, csv_download, csv_text, query_errors
+from tenants.exports import csv_amount, csv_download, csv_text
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant
-from tenants.views import StaffView, whole_number
+from tenants.query import bad_query, query_errors, whole_number
+from tenants.views import StaffView
 
 # Events an operator may push through the processor again.
 REPROCESSABLE = (EventStatus.FAILED, EventStatus.UNMATCHED, EventStatus.RECEIVED)
-
-
-def _with_credits(transactions) -> list:
-    """Entries get `credit_minor` (the credit as a positive amount) for Dr/Cr display."""
-    transactions = list(transactions)
-    for txn in transactions:
-        for entry in txn.entries.all():
-            entry.credit_minor = -entry.amount_minor
-    return transactions
 
 
 def _choice(params, name: str, choices) -> str:
@@ -101,9 +92,6 @@ class PaymentListCsvView(StaffView):
         def moment(value) -> str:
             return value.astimezone(tz).isoformat() if value else ""
 
-        def amount(minor, currency: str) -> str:
-            return "" if minor is None else str(from_minor(minor, currency))
-
         def rows():
             for p in qs.iterator(chunk_size=2_000):
                 yield (
@@ -118,8 +106,8 @@ class PaymentListCsvView(StaffView):
                     csv_text(p.tenant.full_name),
                     csv_text(p.invoice.number or "") if p.invoice_id else "",
                     p.currency,
-                    amount(p.amount_minor, p.currency),
-                    amount(p.fee_minor, p.currency),
+                    csv_amount(p.amount_minor, p.currency),
+                    csv_amount(p.fee_minor, p.currency),
                     csv_text(p.reference),
                     csv_text(p.stripe_payment_intent_id),
                     csv_text(p.stripe_charge_id),
@@ -161,9 +149,7 @@ class PaymentDetailView(StaffView):
         return self.render(
             "payments/dashboard/payment_detail.html",
             object=payment,
-            transactions=_with_credits(
-                selectors.payment_transactions(landlord=self.landlord, payment=payment)
-            ),
+            transactions=selectors.payment_transactions(landlord=self.landlord, payment=payment),
             reversible=payment.source == Source.MANUAL
             and payment.posting_id is not None
             and payment.reversal_id is None,

@@ -39,7 +39,7 @@ from portal.forms import (
 )
 from portal.selectors import TENANT_SESSION_KEY
 from tenants.forms import apply_service_errors
-from tenants.views import whole_number
+from tenants.query import whole_number
 
 LOGIN_BACKEND = "django.contrib.auth.backends.ModelBackend"
 

@@ -4,19 +4,18 @@ Finance staff open these in spreadsheets, so text that a spreadsheet would run a
 formula (a tenant named "=HYPERLINK(...)") is written with a leading apostrophe;
 numbers are written as they are. Rows are streamed as they are read (a server-side
 cursor), so a landlord's whole ledger downloads in constant memory in the web process.
-A filter that a list page would ignore is an error here: an export must never quietly
-hold more than was asked for.
 """
 
 from __future__ import annotations
 
 import csv
-import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
+
+from money.currency import from_minor
 
 # What Excel, LibreOffice and Google Sheets treat as the start of a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -27,6 +26,12 @@ def csv_text(value: str | None) -> str:
     if not value:
         return ""
     return f"'{value}" if value.startswith(_FORMULA_START) else value
+
+
+def csv_amount(minor: int | None, currency: str) -> str:
+    """An exact amount in major units (JPY 1200, EUR 12.00), what a spreadsheet sums;
+    empty for none."""
+    return "" if minor is None else str(from_minor(minor, currency))
 
 
 class _Line:
@@ -55,42 +60,3 @@ def csv_download(
     response["Content-Disposition"] = content_disposition_header(True, filename)
     response["Cache-Control"] = "private, no-store"
     return response
-
-
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-def query_errors(
-    params,
-    *,
-    choices: Mapping[str, Collection[str]] | None = None,
-    numbers: Iterable[str] = (),
-    months: Iterable[str] = (),
-) -> dict[str, str]:
-    """What is wrong with an export's filters, by parameter name; empty values mean
-    "any" and are fine."""
-    errors: dict[str, str] = {}
-    for name, allowed in (choices or {}).items():
-        value = params.get(name, "")
-        if value and value not in allowed:
-            errors[name] = f"Choose one of {', '.join(sorted(allowed))}."
-    for name in numbers:
-        value = params.get(name, "")
-        if value and not (value.isascii() and value.isdigit() and len(value) < 19):
-            errors[name] = "Enter a whole number."
-    for name in months:
-        value = params.get(name, "")
-        if value and not _MONTH.match(value):
-            errors[name] = "Enter a month as YYYY-MM, e.g. 2026-12."
-    return errors
-
-
-def bad_query(errors: Mapping[str, str | Sequence[str]]) -> HttpResponse:
-    """400 naming each parameter that was wrong; nothing was read."""
-    lines = [
-        f"{name}: {message if isinstance(message, str) else ' '.join(message)}"
-        for name, message in errors.items()
-    ]
-    return HttpResponse(
-        "\n".join(lines) + "\n", status=400, content_type="text/plain; charset=utf-8"
-    )

@@ -8,6 +8,7 @@ a form or a race between two requests cannot store an impossible lease.
 from __future__ import annotations
 
 import zoneinfo
+from datetime import date, datetime, time
 
 from django.conf import settings
 from django.contrib.postgres.constraints import ExclusionConstraint
@@ -108,6 +109,11 @@ class Landlord(models.Model):
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+    def day_start(self, day: date) -> datetime:
+        """The moment `day` begins in the landlord's time zone (the effective time of
+        what happens "on" a day, and the bound of a day range)."""
+        return datetime.combine(day, time.min, tzinfo=self.tz)
 
 
 class Role(models.TextChoices):

@@ -45,13 +45,6 @@ from tenants.models import (
 PAGE_SIZE = 25
 
 
-def whole_number(value: str | None) -> int | None:
-    """A query parameter as an id (a bigint), or None: ASCII digits only, since
-    str.isdigit() also accepts digits such as "²" that int() refuses."""
-    value = value or ""
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
-
-
 class StaffView(View):
     """Base of every dashboard view: login, a landlord, and the view's permission."""
 
