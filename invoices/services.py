@@ -1244,7 +1244,8 @@ def _write_invoices(
     invoices.write()
     lines.write()
     if postings:
-        ledger.postings_post_bulk_many(batches=postings)
+        # The keys name invoices created in this transaction: none can exist yet.
+        ledger.postings_post_bulk_many(batches=postings, keys_known_new=True)
     outbox.write()
     return {item.run.pk: len(item.drafts) for item in items}, notification_ids
 

@@ -27,6 +27,8 @@ from typing import NamedTuple
 VERSION = 1
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+# The C string escaper the encoder above uses for every str (ensure_ascii=False).
+_encode_str = json.encoder.encode_basestring
 
 
 class EntryContent(NamedTuple):
@@ -41,6 +43,34 @@ class EntryContent(NamedTuple):
     lease_id: int | None
     document_kind: str
     document_id: int | None
+
+
+def entry_json(entry: EntryContent) -> str:
+    """The canonical JSON array of one entry: byte for byte `_encode(entry)` (a test
+    compares the two over generated entries), written directly for the field types an
+    entry has, since `JSONEncoder.encode` builds a C encoder for every list it encodes."""
+    code, account_currency, account_tenant, amount, currency, tenant, lease, doc_kind, doc_id = (
+        entry
+    )
+    if (
+        type(code) is str
+        and type(account_currency) is str
+        and type(currency) is str
+        and type(doc_kind) is str
+        and type(amount) is int
+        and (account_tenant is None or type(account_tenant) is int)
+        and (tenant is None or type(tenant) is int)
+        and (lease is None or type(lease) is int)
+        and (doc_id is None or type(doc_id) is int)
+    ):
+        return (
+            f"[{_encode_str(code)},{_encode_str(account_currency)},"
+            f"{'null' if account_tenant is None else account_tenant},{amount},"
+            f"{_encode_str(currency)},{'null' if tenant is None else tenant},"
+            f"{'null' if lease is None else lease},{_encode_str(doc_kind)},"
+            f"{'null' if doc_id is None else doc_id}]"
+        )
+    return _encode(entry)
 
 
 def canonical_timestamp(moment: datetime) -> str:
@@ -59,9 +89,9 @@ def content_hash(
     entries: list[EntryContent],
 ) -> str:
     """sha256 (hex) of the canonical serialisation of one transaction."""
-    # One prebuilt C encoder instead of json.dumps per value: hashing is most of the
-    # Python time of a bulk post.
-    rows = sorted(map(_encode, entries))
+    # Entries serialised field by field (`entry_json`): hashing is most of the Python
+    # time of a bulk post, and the encoder's set-up per list cost more than the fields.
+    rows = sorted(map(entry_json, entries))
     payload = (
         f'{{"v":{VERSION},"key":{_encode(idempotency_key)}'
         f',"at":{_encode(canonical_timestamp(effective_at))}'

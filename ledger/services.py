@@ -841,7 +841,7 @@ _WIDE_ACCOUNT_IDS = (
     " AND tenant_id IS NULL LIMIT 1) a ON true ORDER BY k.i)"
 )
 # The (landlord, tenant) and (landlord, lease) pairs named whose tenant or lease is not
-# that landlord's: normally none, so nothing comes back to parse.
+# that landlord's, asked once PostgreSQL has refused a bulk post's entries.
 _FOREIGN = (
     "ARRAY(SELECT ARRAY[k.landlord_id, k.id] FROM unnest(%s::bigint[], %s::bigint[])"
     " AS k(landlord_id, id) WHERE NOT EXISTS (SELECT 1 FROM tenants_tenant t"
@@ -866,7 +866,9 @@ def postings_post_bulk(*, landlord: Landlord, postings: Sequence[Posting]) -> in
     return postings_post_bulk_many(batches=[(landlord, postings)])
 
 
-def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Posting]]]) -> int:
+def postings_post_bulk_many(
+    *, batches: Sequence[tuple[Landlord, Sequence[Posting]]], keys_known_new: bool = False
+) -> int:
     """Post many balanced transactions, of one or several landlords, in one database
     transaction, exactly once each: `transactions_post_bulk` for callers that name
     accounts by key (the billing run, several landlords' chunks at a time).
@@ -878,6 +880,13 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
     go from plain tuples to two binary COPYs, with no model instances on the way (the
     billing run posts 100,000 of these at month end), and the lookups of every landlord
     are one round trip.
+
+    `keys_known_new`: the caller guarantees no key was posted before (the billing run's
+    keys name invoices created in this transaction), so the keys are not looked up;
+    the unique (landlord, key) constraint stays the backstop, and a key posted after
+    all raises IntegrityError instead of being skipped. Tenants and leases of another
+    landlord are refused by PostgreSQL (the entries' set-based references) and reported
+    here as the same readable error as single posts.
     """
     batches = [(landlord, postings) for landlord, postings in batches if postings]
     if not batches:
@@ -886,8 +895,6 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
         raise ValueError("postings_post_bulk_many takes each landlord once")
     batches.sort(key=lambda batch: batch[0].pk)
     checked: set[datetime] = set()
-    tenant_ids: set[tuple[int, int]] = set()  # (landlord, tenant)
-    lease_ids: set[tuple[int, int]] = set()
     account_keys: set[tuple[int, str, str, int | None]] = set()  # (landlord, code, ...)
     prepared: list[tuple[int, Posting, list[EntryContent], str]] = []
     for landlord, postings in batches:
@@ -905,10 +912,6 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
             entries = _check_posting(p, checked)
             for e in entries:
                 account_keys.add((owner, e.account_code, e.account_currency, e.account_tenant_id))
-                if e.tenant_id is not None and e.tenant_id != e.account_tenant_id:
-                    tenant_ids.add((owner, e.tenant_id))
-                if e.lease_id is not None:
-                    lease_ids.add((owner, e.lease_id))
             digest = content_hash(
                 idempotency_key=p.idempotency_key,
                 effective_at=p.effective_at,
@@ -936,25 +939,31 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
     ):
         heads = _heads_lock_raw(cursor, sorted(landlords))
         # Under the head locks (every poster of a landlord takes its head), in one round
-        # trip: keys already posted, the tenants' and leases' landlords, transaction ids
-        # for every posting (ids of skipped ones stay unused) and the accounts' ids.
-        cursor.execute(
-            f"SELECT {_EXISTING_KEYS}, {_FOREIGN}, {_NEXT_TRANSACTION_IDS},"
-            f" {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
-            [
-                [owner for owner, *_ in prepared],
-                [p.idempotency_key for _, p, *_ in prepared],
-                *_columns_of(sorted(tenant_ids), 2),
-                *_columns_of(sorted(lease_ids), 2),
-                len(prepared),
-                *_columns_of(per_tenant, 4),
-                *_columns_of(wide, 3),
-            ],
-            prepare=True,
-        )
-        existing_rows, foreign_tenants, foreign_leases, txn_ids, tenant_accounts, wide_accounts = (
-            cursor.fetchone()
-        )
+        # trip: keys already posted (unless known new), transaction ids for every posting
+        # (ids of skipped ones stay unused) and the accounts' ids.
+        ids_and_accounts = [
+            len(prepared),
+            *_columns_of(per_tenant, 4),
+            *_columns_of(wide, 3),
+        ]
+        if keys_known_new:
+            cursor.execute(
+                f"SELECT NULL, {_NEXT_TRANSACTION_IDS}, {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
+                ids_and_accounts,
+                prepare=True,
+            )
+        else:
+            cursor.execute(
+                f"SELECT {_EXISTING_KEYS}, {_NEXT_TRANSACTION_IDS},"
+                f" {_TENANT_ACCOUNT_IDS}, {_WIDE_ACCOUNT_IDS}",
+                [
+                    [owner for owner, *_ in prepared],
+                    [p.idempotency_key for _, p, *_ in prepared],
+                    *ids_and_accounts,
+                ],
+                prepare=True,
+            )
+        existing_rows, txn_ids, tenant_accounts, wide_accounts = cursor.fetchone()
         account_ids = {
             key: pk
             for key, pk in zip(per_tenant + wide, tenant_accounts + wide_accounts, strict=True)
@@ -968,13 +977,6 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
                 created = accounts_get_or_create(landlord=landlords[owner], keys=missing)
                 account_ids.update(
                     ((owner, k.code, k.currency, k.tenant_id), a.pk) for k, a in created.items()
-                )
-        for label, foreign in (("tenant", foreign_tenants), ("lease", foreign_leases)):
-            if foreign and refusal is None:
-                refusal = ValidationError(
-                    "No %(label)s %(ids)s for this landlord.",
-                    code=f"{label}_scope",
-                    params={"label": label, "ids": ", ".join(str(pk) for _, pk in foreign)},
                 )
         existing = {(int(owner), key): digest for owner, key, digest in existing_rows or ()}
         created_at = timezone.now()
@@ -1027,24 +1029,66 @@ def postings_post_bulk_many(*, batches: Sequence[tuple[Landlord, Sequence[Postin
                 for e in entries
             )
         if refusal is None and txn_rows:
-            _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
-            _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
-            moved = [owner for owner in sorted(chain) if chain[owner] != heads[owner]]
-            cursor.execute(
-                "UPDATE ledger_ledgerhead h SET last_seq = v.seq, last_hash = v.hash,"
-                " updated_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[])"
-                " AS v(landlord_id, seq, hash) WHERE h.landlord_id = v.landlord_id",
-                [
-                    created_at,
-                    moved,
-                    [chain[owner][0] for owner in moved],
-                    [chain[owner][1] for owner in moved],
-                ],
-                prepare=True,
-            )
+            try:
+                # A savepoint (two round trips per call, not per posting), so a refusal
+                # by PostgreSQL leaves the caller's transaction usable, as one found above.
+                with transaction.atomic():
+                    _copy(cursor, "ledger_ledgertransaction", TRANSACTION_COLUMNS, txn_rows)
+                    _copy(cursor, "ledger_ledgerentry", ENTRY_COLUMNS, entry_rows)
+            # psycopg's own error: Django's wrapper is applied where the cursor closes.
+            except psycopg.errors.IntegrityError as exc:
+                if exc.diag.constraint_name not in (
+                    "ledger_entry_tenant_ref",
+                    "ledger_entry_lease_ref",
+                ):
+                    raise
+                refusal = _foreign_refusal(cursor, prepared)
+                if refusal is None:  # not ours to explain after all
+                    raise
+            else:
+                moved = [owner for owner in sorted(chain) if chain[owner] != heads[owner]]
+                cursor.execute(
+                    "UPDATE ledger_ledgerhead h SET last_seq = v.seq, last_hash = v.hash,"
+                    " updated_at = %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[])"
+                    " AS v(landlord_id, seq, hash) WHERE h.landlord_id = v.landlord_id",
+                    [
+                        created_at,
+                        moved,
+                        [chain[owner][0] for owner in moved],
+                        [chain[owner][1] for owner in moved],
+                    ],
+                    prepare=True,
+                )
     if refusal is not None:
         raise refusal
     return len(txn_rows)
+
+
+def _foreign_refusal(
+    cursor, prepared: Sequence[tuple[int, Posting, list[EntryContent], str]]
+) -> ValidationError | None:
+    """The readable error for the (landlord, tenant) or (landlord, lease) pairs of a
+    bulk post that PostgreSQL refused: looked up only once it has refused some."""
+    tenant_ids: set[tuple[int, int]] = set()
+    lease_ids: set[tuple[int, int]] = set()
+    for owner, _p, entries, _digest in prepared:
+        for e in entries:
+            if e.tenant_id is not None:
+                tenant_ids.add((owner, e.tenant_id))
+            if e.lease_id is not None:
+                lease_ids.add((owner, e.lease_id))
+    cursor.execute(
+        f"SELECT {_FOREIGN}",
+        [*_columns_of(sorted(tenant_ids), 2), *_columns_of(sorted(lease_ids), 2)],
+    )
+    for label, foreign in zip(("tenant", "lease"), cursor.fetchone(), strict=True):
+        if foreign:
+            return ValidationError(
+                "No %(label)s %(ids)s for this landlord.",
+                code=f"{label}_scope",
+                params={"label": label, "ids": ", ".join(str(pk) for _, pk in foreign)},
+            )
+    return None
 
 
 def prepared_connection() -> psycopg.Connection:

@@ -1,6 +1,6 @@
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from ledger.models import AccountCode, LedgerEntry, LedgerHead, LedgerTransaction
 from ledger.selectors import document_balances, ledger_verify, tenant_balance
@@ -358,4 +358,22 @@ def test_both_write_paths_return_what_they_stored(books, count):
     for txn in created:
         entries = LedgerEntry.objects.filter(transaction=txn)
         assert sorted(e.amount_minor for e in entries) == [-1_000, 1_000]
+    assert ledger_verify(landlord=books.landlord).ok
+
+
+def test_keys_known_new_are_not_looked_up_but_the_unique_key_still_holds(books):
+    from ledger.services import postings_post_bulk_many
+
+    created = postings_post_bulk_many(
+        batches=[(books.landlord, [_posting(books, 1), _posting(books, 2)])], keys_known_new=True
+    )
+    assert created == 2
+    # A caller whose promise was wrong is refused by the constraint, not skipped, and
+    # the ledger keeps what it had.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        postings_post_bulk_many(
+            batches=[(books.landlord, [_posting(books, 3), _posting(books, 1)])],
+            keys_known_new=True,
+        )
+    assert LedgerTransaction.objects.for_landlord(books.landlord).count() == 2
     assert ledger_verify(landlord=books.landlord).ok

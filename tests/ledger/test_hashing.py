@@ -2,7 +2,10 @@
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from ledger.hashing import EntryContent, chain_hash, content_hash
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.hashing import EntryContent, _encode, chain_hash, content_hash, entry_json
 from ledger.models import GENESIS_HASH
 
 RECEIVABLE = EntryContent("receivable", "EUR", 5, 119_000, "EUR", 5, 3, "invoice", 9)
@@ -44,3 +47,26 @@ def test_the_chain_hash_binds_predecessor_and_position():
     first = chain_hash(prev_hash=GENESIS_HASH, seq=1, content_hash=digest)
     assert chain_hash(prev_hash=GENESIS_HASH, seq=2, content_hash=digest) != first
     assert chain_hash(prev_hash=first, seq=1, content_hash=digest) != first
+
+
+_ids = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@given(
+    st.builds(
+        EntryContent,
+        st.text(),
+        st.text(max_size=3),
+        _ids,
+        st.integers(),
+        st.text(max_size=3),
+        _ids,
+        _ids,
+        st.text(),
+        _ids | st.booleans() | st.floats(allow_nan=False),
+    )
+)
+def test_the_direct_entry_serialisation_is_the_encoders(entry):
+    # Any string (quotes, backslashes, control characters, non-ASCII) and any field
+    # type the fast path does not know must serialise exactly as the JSON encoder does.
+    assert entry_json(entry) == _encode(entry)
