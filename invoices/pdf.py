@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -136,13 +136,22 @@ def invoice_pdf_filename(*, invoice: Invoice) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', label)}.pdf"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def invoice_pdf_path(*, invoice: Invoice) -> Path:
-    """Where the cached document of the invoice in its current state lives."""
+    """Where the cached document of the invoice in its current state lives.
+
+    The name carries the invoice's creation time to the microsecond as well as its id:
+    ids can come round again (a database restored from a backup while the media folder
+    was kept), and a file found by id alone would then be another tenant's document.
+    """
+    created = (invoice.created_at - _EPOCH) // timedelta(microseconds=1)
     return (
         Path(settings.MEDIA_ROOT)
         / "invoices"
         / str(invoice.landlord_id)
-        / f"{invoice.pk}-{invoice.state}.pdf"
+        / f"{invoice.pk}-{invoice.state}-{created:x}.pdf"
     )
 
 

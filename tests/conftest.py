@@ -36,6 +36,16 @@ def staff_client(client, owner):
 
 
 @pytest.fixture(autouse=True)
+def _files_under_tmp(settings, tmp_path_factory):
+    """Files a test writes (cached invoice PDFs, SMS) go to a directory of its own, not to
+    the checkout's `.data/`, which `make run` serves: the PDF cache is keyed by landlord
+    and invoice id, and the test database reuses ids from its first run on."""
+    files = tmp_path_factory.mktemp("files")
+    settings.MEDIA_ROOT = str(files / "media")
+    settings.SMS_FILE_PATH = str(files / "sms" / "outbox.jsonl")
+
+
+@pytest.fixture(autouse=True)
 def _celery_runs_inline():
     """Unit tests run tasks inline (after commit, like the real thing); the Celery path
     with a real worker and Redis is exercised by the fault test.

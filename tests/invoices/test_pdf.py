@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from invoices import pdf
-from invoices.models import InvoiceSettings, InvoiceState
+from invoices.models import Invoice, InvoiceSettings, InvoiceState
 from invoices.services import invoice_void
 from money.currency import format_money
 from tests.factories import ChargeFactory
@@ -111,10 +112,11 @@ def test_voiding_gives_a_new_document_with_the_void_banner_and_reason(invoice, t
     assert "This invoice was voided on" in text
     assert "Billed the wrong unit" in text
     assert invoice.number in text
-    assert pdf.invoice_pdf_path(invoice=invoice).name.endswith("-issued.pdf")
-    assert sorted(p.name for p in pdf.invoice_pdf_path(invoice=invoice).parent.iterdir()) == [
-        f"{invoice.pk}-issued.pdf",
-        f"{invoice.pk}-void.pdf",
+    path = pdf.invoice_pdf_path(invoice=invoice)
+    assert re.fullmatch(rf"{invoice.pk}-issued-[0-9a-f]+\.pdf", path.name)
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        path.name,
+        path.name.replace("-issued-", "-void-"),
     ]
 
 
@@ -129,7 +131,9 @@ def test_a_draft_says_draft_and_has_no_number(branded, theirs, tmp_path):
     assert "DRAFT" in text
     assert "not payable yet" in text
     assert f"Draft {draft.pk}" in text
-    assert pdf.invoice_pdf_path(invoice=draft).name == f"{draft.pk}-draft.pdf"
+    assert re.fullmatch(
+        rf"{draft.pk}-draft-[0-9a-f]+\.pdf", pdf.invoice_pdf_path(invoice=draft).name
+    )
 
 
 def test_the_second_call_reads_the_cached_file(invoice, monkeypatch):
@@ -156,8 +160,30 @@ def test_the_cache_lives_under_the_landlord_and_leaves_no_temp_files(invoice, me
     pdf.invoice_pdf(invoice=invoice)
 
     folder = media_root / "invoices" / str(invoice.landlord_id)
-    assert [p.name for p in folder.iterdir()] == [f"{invoice.pk}-issued.pdf"]
-    assert (folder / f"{invoice.pk}-issued.pdf").read_bytes().startswith(b"%PDF-")
+    (cached,) = folder.iterdir()  # nothing else: no temporary file left behind
+    assert cached == pdf.invoice_pdf_path(invoice=invoice)
+    assert cached.read_bytes().startswith(b"%PDF-")
+
+
+def test_a_file_left_under_a_reused_id_is_not_served(invoice, media_root, tmp_path):
+    """A database restored from a backup hands out ids again while the media folder
+    keeps the documents of the invoices it lost: the same landlord and invoice id, but
+    another invoice created at another time. Its file is not this invoice's document."""
+    lost = Invoice(
+        pk=invoice.pk,
+        landlord_id=invoice.landlord_id,
+        state=invoice.state,
+        created_at=invoice.created_at - timedelta(days=3),
+    )
+    stale = pdf.invoice_pdf_path(invoice=lost)
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"%PDF- the lost invoice's document")
+
+    document = pdf.invoice_pdf(invoice=invoice)
+
+    assert pdf.invoice_pdf_path(invoice=invoice) != stale
+    assert b"lost invoice" not in document
+    assert invoice.number in pdf_text(document, tmp_path)
 
 
 def test_the_landlord_logo_is_drawn_from_media_root(invoice, branded, tmp_path):
