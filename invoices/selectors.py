@@ -294,19 +294,26 @@ def invoice_page(
 
 
 def invoice_rows_every(
-    *, landlord: Landlord, filters: InvoiceFilters, today: date, batch: int = 1_000
+    *, landlord: Landlord, filters: InvoiceFilters, today: date, chunk: int = 2_000
 ) -> Iterator[InvoiceRow]:
-    """Every row of `invoice_list` with its status, newest first, read by keyset pages of
-    `batch` (for exports: memory stays one batch, whatever the number of invoices)."""
-    after = None
-    while True:
-        page = invoice_page(
-            landlord=landlord, filters=filters, today=today, after=after, size=batch
+    """Every row of `invoice_list` with its balance and status, newest first, for the
+    invoice register export.
+
+    One statement (balances as a correlated subquery) read through a server-side cursor:
+    every row comes from one snapshot, so the register's balances add up to the ledger
+    at one moment even while payments post during a long download (pages read one after
+    another would mix moments), and memory stays `chunk` rows in the web process.
+    """
+    qs = invoice_list(landlord=landlord, filters=filters, today=today)
+    if "balance_minor" not in qs.query.annotations:  # a status filter already adds it
+        qs = qs.annotate(balance_minor=receivable_balance())
+    for invoice in qs.iterator(chunk_size=chunk):
+        balance = invoice.balance_minor
+        yield InvoiceRow(
+            invoice=invoice,
+            status=invoice_status(invoice=invoice, balance_minor=balance, today=today),
+            balance_minor=balance,
         )
-        yield from page.rows
-        if page.older is None:
-            return
-        after = page.older
 
 
 def invoice_get(*, landlord: Landlord, pk) -> Invoice:

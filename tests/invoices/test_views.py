@@ -179,15 +179,27 @@ def test_the_invoice_register_csv_has_the_filtered_invoices_with_status_and_bala
     assert [int(r["invoice_id"]) for r in only] == [paid.pk]
 
 
-def test_the_invoice_register_reads_every_invoice_in_batches(landlord, theirs):
+def test_the_invoice_register_reads_every_invoice_from_one_snapshot(landlord, theirs):
     invoices = portfolio(landlord, 7, prefix="Acme")
-    rows = list(
-        selectors.invoice_rows_every(
-            landlord=landlord, filters=selectors.InvoiceFilters(), today=date(2026, 12, 31), batch=3
-        )
+    oldest = min(invoices, key=lambda i: (i.issue_date, i.pk))
+    rows = selectors.invoice_rows_every(
+        landlord=landlord, filters=selectors.InvoiceFilters(), today=date(2026, 12, 31), chunk=3
     )
+    first = next(rows)
+    # A payment posts while the download is under way (after the first chunk of rows):
+    # the register still shows every invoice as of the moment it started.
+    pay(oldest, oldest.total_minor)
+    rows = [first, *rows]
+
     assert sorted(r.invoice.pk for r in rows) == sorted(i.pk for i in invoices)
     assert len(rows) == len({r.invoice.pk for r in rows})
+    (last,) = [r for r in rows if r.invoice.pk == oldest.pk]
+    assert (last.balance_minor, last.status) == (oldest.total_minor, "overdue")
+    # A new read sees the payment.
+    again = selectors.invoice_rows_every(
+        landlord=landlord, filters=selectors.InvoiceFilters(), today=date(2026, 12, 31)
+    )
+    assert {r.invoice.pk: r.status for r in again}[oldest.pk] == "paid"
 
 
 def test_an_export_with_a_bad_filter_is_a_400_naming_each_one(staff_client, mine):
