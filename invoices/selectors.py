@@ -320,7 +320,7 @@ def invoice_get(*, landlord: Landlord, pk) -> Invoice:
     """One invoice of the landlord with its lines, lease and tenant; 404 otherwise."""
     return get_object_or_404(
         Invoice.objects.for_landlord(landlord)
-        .select_related("tenant", "lease__unit__property", "billing_run")
+        .select_related("tenant", "lease__unit__property", "billing_run", "adjusts")
         .prefetch_related("lines"),
         pk=pk,
     )

@@ -38,8 +38,8 @@ def staff_client(client, owner):
 @pytest.fixture(autouse=True)
 def _files_under_tmp(settings, tmp_path_factory):
     """Files a test writes (cached invoice PDFs, SMS) go to a directory of its own, not to
-    the checkout's `.data/`, which `make run` serves: the PDF cache is keyed by landlord
-    and invoice id, and the test database reuses ids from its first run on."""
+    the checkout's `.data/`, which `make run` serves: test documents and messages would
+    pile up among the demo's, and a test could read a file an earlier run left."""
     files = tmp_path_factory.mktemp("files")
     settings.MEDIA_ROOT = str(files / "media")
     settings.SMS_FILE_PATH = str(files / "sms" / "outbox.jsonl")

@@ -564,6 +564,19 @@ def test_the_fee_invoice_page_offers_the_waiver_to_money_managers_only(client, l
     assert waive not in client_for(client, landlord, "viewer").get(url).content.decode()
 
 
+def test_the_fee_invoice_page_points_to_the_messages_of_the_invoice_it_is_charged_on(
+    staff_client, ticked
+):
+    body = staff_client.get(
+        reverse("dashboard:invoice_detail", args=[ticked["fee"].pk])
+    ).content.decode()
+
+    rent = reverse("dashboard:invoice_detail", args=[ticked["rent"].pk])
+    assert "messages about this late fee are listed under" in body
+    assert f'<a href="{rent}">{ticked["rent"].number}</a>' in body
+    assert "No messages were sent about this invoice" not in body
+
+
 def test_the_tenant_page_shows_the_dunning_panel(staff_client, landlord, ticked):
     services.tenant_pause(landlord=landlord, tenant=ticked["tenant"], reason="Plan")
 
