@@ -176,16 +176,20 @@ class InvoiceFilters:
         return any((self.status, self.period, self.number)) or any(i is not None for i in ids)
 
 
-def invoice_list(*, landlord: Landlord, filters: InvoiceFilters, today: date) -> QuerySet[Invoice]:
-    """The landlord's invoices narrowed by `filters`, newest first (-issue_date, -id)."""
+def invoice_list(
+    *, landlord: Landlord, filters: InvoiceFilters, today: date, with_balance: bool = False
+) -> QuerySet[Invoice]:
+    """The landlord's invoices narrowed by `filters`, newest first (-issue_date, -id).
+
+    `with_balance`: each invoice carries `balance_minor` (open receivable, from the
+    ledger) in the same statement; a status filter other than void or draft needs it
+    anyway and adds it then."""
     qs = Invoice.objects.for_landlord(landlord).select_related("tenant", "lease__unit__property")
-    if filters.status in InvoiceStatus.values:
-        if filters.status in (InvoiceStatus.VOID, InvoiceStatus.DRAFT):
-            qs = qs.filter(_status_q(filters.status, today=today))
-        else:
-            qs = qs.annotate(balance_minor=receivable_balance()).filter(
-                _status_q(filters.status, today=today)
-            )
+    status = filters.status if filters.status in InvoiceStatus.values else None
+    if with_balance or status not in (None, InvoiceStatus.VOID, InvoiceStatus.DRAFT):
+        qs = qs.annotate(balance_minor=receivable_balance())
+    if status is not None:
+        qs = qs.filter(_status_q(status, today=today))
     if filters.period:
         qs = qs.filter(period_start=filters.period)
     # `is not None`: an id that matches nothing (0) must narrow the list to nothing.
@@ -278,18 +282,19 @@ def invoice_page(
     if not invoices:
         return InvoicePage()
     balances = invoice_balances(landlord=landlord, invoices=invoices)
-    rows = tuple(
-        InvoiceRow(
-            invoice=inv,
-            status=invoice_status(invoice=inv, balance_minor=balances[inv.pk], today=today),
-            balance_minor=balances[inv.pk],
-        )
-        for inv in invoices
-    )
+    rows = tuple(_invoice_row(inv, balances[inv.pk], today=today) for inv in invoices)
     return InvoicePage(
         rows=rows,
         newer=cursor_encode(invoices[0]) if has_newer else None,
         older=cursor_encode(invoices[-1]) if has_older else None,
+    )
+
+
+def _invoice_row(invoice: Invoice, balance_minor: int, *, today: date) -> InvoiceRow:
+    return InvoiceRow(
+        invoice=invoice,
+        status=invoice_status(invoice=invoice, balance_minor=balance_minor, today=today),
+        balance_minor=balance_minor,
     )
 
 
@@ -304,16 +309,9 @@ def invoice_rows_every(
     at one moment even while payments post during a long download (pages read one after
     another would mix moments), and memory stays `chunk` rows in the web process.
     """
-    qs = invoice_list(landlord=landlord, filters=filters, today=today)
-    if "balance_minor" not in qs.query.annotations:  # a status filter already adds it
-        qs = qs.annotate(balance_minor=receivable_balance())
+    qs = invoice_list(landlord=landlord, filters=filters, today=today, with_balance=True)
     for invoice in qs.iterator(chunk_size=chunk):
-        balance = invoice.balance_minor
-        yield InvoiceRow(
-            invoice=invoice,
-            status=invoice_status(invoice=invoice, balance_minor=balance, today=today),
-            balance_minor=balance,
-        )
+        yield _invoice_row(invoice, invoice.balance_minor, today=today)
 
 
 def invoice_get(*, landlord: Landlord, pk) -> Invoice:

@@ -18,8 +18,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def seeded(db, settings, tmp_path):
-    settings.SMS_FILE_PATH = str(tmp_path / "sms.jsonl")
+def seeded(db):
     with time_machine.travel(NOW, tick=False):
         call_command("seed_demo", stdout=io.StringIO())
     return Landlord.objects.filter(slug__in=["spree-living", "hudson-homes"])

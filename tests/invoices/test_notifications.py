@@ -38,8 +38,7 @@ class RecordingSmsBackend:
 
 
 @pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
+def site_url(settings):
     settings.SITE_URL = "https://app.rentledger.test"
 
 

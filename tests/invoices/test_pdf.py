@@ -20,10 +20,9 @@ from tests.factories import ChargeFactory
 from tests.invoices.factories import bill_december, lease_with_charges, tax_rate
 
 
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return Path(settings.MEDIA_ROOT)
+@pytest.fixture
+def media_root(settings):
+    return Path(settings.MEDIA_ROOT)  # a temporary directory per test (tests/conftest.py)
 
 
 @pytest.fixture
