@@ -119,8 +119,14 @@ class Invoice(LandlordOwned):
     kind = models.CharField(max_length=8, choices=InvoiceKind.choices, default=InvoiceKind.RENT)
     # A late-fee invoice names the rent invoice it charges for; issued invoices are
     # never edited, so a fee is its own document with its own number and posting.
+    # Checked per statement with the other references (invoices migration 0005).
     adjusts = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="adjustments"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="adjustments",
+        db_constraint=False,
     )
     period_start = models.DateField()
     period_end = models.DateField()

@@ -112,8 +112,15 @@ class Account(LandlordOwned):
     code = models.CharField(max_length=64)
     kind = models.CharField(max_length=16, choices=AccountKind.choices)
     currency = CurrencyField()
+    # Checked per statement, and as the landlord's tenant (ledger migration 0008): a
+    # billing chunk creates its new tenants' receivables in one INSERT.
     tenant = models.ForeignKey(
-        "tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "tenants.Tenant",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
     )
 
     class Meta:
