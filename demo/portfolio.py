@@ -268,7 +268,11 @@ def seed_billing(*, now) -> list[str]:
     for landlord in Landlord.objects.filter(slug__in=DEMO_SLUGS).order_by("pk"):
         today = now.astimezone(landlord.tz).date()
         run = billing_run_execute(
-            landlord=landlord, period_start=today.replace(day=1), as_of=today, started_by="demo"
+            landlord=landlord,
+            period_start=today.replace(day=1),
+            as_of=today,
+            started_by="demo",
+            on_schedule=True,
         )
         # The Ledger page shows the chain checked, as it is every night.
         check = ledger_check_record(landlord=landlord, now=now)
@@ -334,6 +338,7 @@ def seed_dunning_history(*, now) -> list[str]:
                 period_start=period,
                 as_of=today if back == 0 else period,
                 started_by="demo",
+                on_schedule=True,  # the demo's past months, as if billed on time
             )
             invoices = list(
                 Invoice.objects.for_landlord(landlord)

@@ -184,6 +184,7 @@ def invoice_lines_for(
     tax_rates: Mapping[str, int],
     already_billed_one_off_ids: frozenset[int],
     extra_lines: Sequence[LineDraft] = (),
+    issued_on: date | None = None,
 ) -> InvoiceDraft | BillingSkip | BillingError:
     """The invoice a lease gets for the calendar month `[period_start, period_end)`.
 
@@ -196,6 +197,12 @@ def invoice_lines_for(
       one-off charges or `extra_lines` (final-account charges after move-out).
     - `tax_rates` maps a charge kind to basis points; missing kinds are untaxed.
     - `extra_lines` (e.g. from `utility_lines_from_readings`) are appended as given.
+    - The invoice is dated on its issue day (the billing day, or move-in if later), or on
+      `issued_on` (the landlord's local date when it is really written) if that is later:
+      an invoice billed late (a missed month billed now, a run resumed after an outage)
+      says when it was issued, posts to the ledger on that day rather than into a month
+      already reported, and gives the tenant the lease's full `due_days` to pay instead
+      of being overdue, with its late fees, the moment it exists.
 
     Returns a BillingSkip when there is nothing to bill and a BillingError, naming
     the charges, when the lease data is wrong.
@@ -238,6 +245,8 @@ def invoice_lines_for(
         return BillingSkip("Lease has no charges for this period")
 
     issue_date = max(period_start.replace(day=lease.billing_day), lease.start_date)
+    if issued_on is not None and issued_on > issue_date:
+        issue_date = issued_on
     subtotal = sum(line.amount_minor for line in lines)
     tax_total = sum(line.tax_minor for line in lines)
     return InvoiceDraft(

@@ -437,6 +437,11 @@ class BillingRunPreview:
     review_drafts: bool
     send_emails: bool
 
+    @property
+    def late(self) -> bool:
+        """Some issue days of the month may have passed: those invoices are dated today."""
+        return self.as_of > self.period_start
+
 
 def billing_run_preview(
     *, landlord: Landlord, period_start: date, as_of: date

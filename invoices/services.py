@@ -393,15 +393,24 @@ def _settled_landlords(*, landlord_ids: Sequence[int], today: date) -> set[int]:
 
 
 def billing_run_execute(
-    *, landlord: Landlord, period_start: date, as_of: date, started_by: str
+    *,
+    landlord: Landlord,
+    period_start: date,
+    as_of: date,
+    started_by: str,
+    on_schedule: bool = False,
 ) -> BillingRun:
     """Run one landlord's month synchronously (operators' command, tests, the demo):
-    the same start and chunk code as the Celery path, called inline."""
+    the same start and chunk code as the Celery path, called inline.
+
+    An invoice written after its issue day is dated the day it is written (see
+    `rules.invoice_lines_for`); `on_schedule=True` dates every invoice on its issue day
+    instead, for building a past on purpose (importing history, the demo, tests)."""
     run, chunks = billing_run_start(
         landlord=landlord, period_start=period_start, as_of=as_of, started_by=started_by
     )
     for chunk in chunks:
-        billing_run_process_chunk(run_id=run.pk, lease_ids=chunk)
+        billing_run_process_chunk(run_id=run.pk, lease_ids=chunk, on_schedule=on_schedule)
     run.refresh_from_db()
     return run
 
@@ -815,16 +824,27 @@ def billing_run_process_chunks(*, chunks: Sequence[tuple[int, Sequence[int]]]) -
 
 @transaction.atomic
 def billing_run_process_chunk(
-    *, run_id: int, lease_ids: Sequence[int], enqueue_notifications: bool = True
+    *,
+    run_id: int,
+    lease_ids: Sequence[int],
+    enqueue_notifications: bool = True,
+    on_schedule: bool = False,
 ) -> ChunkResult:
     """Bill one chunk of a run's leases: `_bill_chunks` for one chunk, in its own
     transaction. With `enqueue_notifications=False` the caller queues the result's
     `notification_ids` (after commit) instead of this function."""
-    return _bill_chunks([(run_id, lease_ids)], enqueue_notifications=enqueue_notifications)
+    return _bill_chunks(
+        [(run_id, lease_ids)],
+        enqueue_notifications=enqueue_notifications,
+        on_schedule=on_schedule,
+    )
 
 
 def _bill_chunks(
-    chunks: Sequence[tuple[int, Sequence[int]]], *, enqueue_notifications: bool = True
+    chunks: Sequence[tuple[int, Sequence[int]]],
+    *,
+    enqueue_notifications: bool = True,
+    on_schedule: bool = False,
 ) -> ChunkResult:
     """Bill (run id, lease ids) chunks inside the caller's transaction: invoices + lines +
     ledger + outbox, set-based, each statement covering every chunk.
@@ -834,6 +854,7 @@ def _bill_chunks(
     The run rows are locked first, in id order: chunks of one landlord serialise (they
     share its invoice counter anyway), and a duplicate can never race its twin.
     Queues the outbox rows after commit unless `enqueue_notifications` is False.
+    A late invoice is dated when written unless `on_schedule` (`billing_run_execute`).
     """
     wanted: dict[int, set[int]] = defaultdict(set)
     for run_id, lease_ids in chunks:
@@ -848,6 +869,7 @@ def _bill_chunks(
         result = _bill_runs(
             runs=period_runs,
             lease_ids={owner: sorted(wanted[run.pk]) for owner, run in period_runs.items()},
+            on_schedule=on_schedule,
         )
         created += result.created
         skipped += result.skipped
@@ -868,7 +890,9 @@ class _RunWork:
     issues: list[BillingRunIssue]
 
 
-def _bill_runs(*, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]]) -> ChunkResult:
+def _bill_runs(
+    *, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]], on_schedule: bool
+) -> ChunkResult:
     """`_bill_chunks` for runs of one period (`runs` and `lease_ids` by landlord id)."""
     pending = _without_invoice_or_issue(runs=runs, lease_ids=lease_ids)
     every = [pk for ids in pending.values() for pk in ids]
@@ -919,6 +943,12 @@ def _bill_runs(*, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]]) 
         owner: _RunWork(run=runs[owner], settings_row=settings[owner][0], drafts=[], issues=[])
         for owner in owners
     }
+    # Each landlord's local date now: a late invoice is dated when it is written.
+    now = timezone.now()
+    issued_on = {
+        owner: None if on_schedule else timezone.localdate(now, runs[owner].landlord.tz)
+        for owner in owners
+    }
     for lease_id in ids:
         owner = owner_of[lease_id]
         item, tax_rates = work[owner], settings[owner][1]
@@ -941,6 +971,7 @@ def _bill_runs(*, runs: dict[int, BillingRun], lease_ids: dict[int, list[int]]) 
                 tax_rates=tax_rates,
                 already_billed_one_off_ids=billed_one_offs,
                 extra_lines=extra,
+                issued_on=issued_on[owner],
             )
         if isinstance(outcome, rules.BillingSkip):
             item.issues.append(
@@ -1540,6 +1571,8 @@ def _run_for_review(run: BillingRun) -> BillingRun:
 def billing_run_issue(*, run: BillingRun, actor) -> int:
     """Issue a reviewed run's drafts: consecutive numbers, ledger postings and invoice
     emails, exactly as a run without review would have written them; the run completes.
+    A draft reviewed after its issue day is dated today, its due date moved by as many
+    days (the tenant keeps the lease's due days; `rules.invoice_lines_for`).
 
     The run row is locked first (chunks of the run take the same lock), so two clicks
     cannot issue twice: the second finds the run completed and is refused. Returns the
@@ -1556,6 +1589,8 @@ def billing_run_issue(*, run: BillingRun, actor) -> int:
         )
     )
     now = timezone.now()
+    today = timezone.localdate(now, landlord.tz)
+    drafts = [(*d[:4], max(d[4], today), *d[5:]) for d in drafts]
     notification_ids: list[int] = []
     if drafts:
         lines: dict[int, list[_StoredLine]] = defaultdict(list)
@@ -1574,10 +1609,18 @@ def billing_run_issue(*, run: BillingRun, actor) -> int:
         ids = [d[0] for d in drafts]
         with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE invoices_invoice i SET number = v.number, state = %s, updated_at = %s"
-                " FROM unnest(%s::bigint[], %s::text[]) AS v(id, number)"
+                "UPDATE invoices_invoice i SET number = v.number, state = %s, updated_at = %s,"
+                " due_date = i.due_date + (v.issue_date - i.issue_date), issue_date = v.issue_date"
+                " FROM unnest(%s::bigint[], %s::text[], %s::date[]) AS v(id, number, issue_date)"
                 " WHERE i.id = v.id AND i.state = %s",
-                [InvoiceState.ISSUED, now, ids, numbers, InvoiceState.DRAFT],
+                [
+                    InvoiceState.ISSUED,
+                    now,
+                    ids,
+                    numbers,
+                    [d[4] for d in drafts],
+                    InvoiceState.DRAFT,
+                ],
             )
         issued = [
             _Issued(

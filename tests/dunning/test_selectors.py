@@ -28,6 +28,7 @@ def bill(landlord, months=MONTHS):
             period_start=month,
             as_of=month.replace(day=28),
             started_by="test",
+            on_schedule=True,
         )
 
 
@@ -150,7 +151,11 @@ def _three_tenants(landlord):
     old = lease_with_charges(landlord=landlord, renter="Bert Old", rent_minor=200_000)
     bill(landlord, [date(2026, 12, 1)])
     invoice_services.billing_run_execute(
-        landlord=landlord, period_start=date(2026, 11, 1), as_of=date(2026, 11, 28), started_by="t"
+        landlord=landlord,
+        period_start=date(2026, 11, 1),
+        as_of=date(2026, 11, 28),
+        started_by="t",
+        on_schedule=True,
     )
     # Only Bert still owes November.
     for lease in Invoice.objects.filter(landlord=landlord, period_start=date(2026, 11, 1)):

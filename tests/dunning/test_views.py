@@ -41,7 +41,11 @@ def fast_password_hasher(settings):
 
 def bill(landlord, month=DEC):
     invoice_services.billing_run_execute(
-        landlord=landlord, period_start=month, as_of=month.replace(day=28), started_by="test"
+        landlord=landlord,
+        period_start=month,
+        as_of=month.replace(day=28),
+        started_by="test",
+        on_schedule=True,
     )
 
 

@@ -74,8 +74,11 @@ def lease_with_charges(
 
 
 def bill_december(*, landlord: Landlord) -> list[Invoice]:
-    """Run the landlord's December 2026 billing run; its invoices, oldest lease first."""
-    billing_run_execute(landlord=landlord, period_start=PERIOD, as_of=AS_OF, started_by="test")
+    """Run the landlord's December 2026 billing run, dated on schedule whatever today is;
+    its invoices, oldest lease first."""
+    billing_run_execute(
+        landlord=landlord, period_start=PERIOD, as_of=AS_OF, started_by="test", on_schedule=True
+    )
     return list(
         Invoice.objects.for_landlord(landlord).filter(period_start=PERIOD).order_by("lease_id")
     )

@@ -18,7 +18,7 @@ END_OF_DEC = date(2026, 12, 31)
 
 def bill(landlord, period=DEC, as_of=END_OF_DEC):
     return services.billing_run_execute(
-        landlord=landlord, period_start=period, as_of=as_of, started_by="test"
+        landlord=landlord, period_start=period, as_of=as_of, started_by="test", on_schedule=True
     )
 
 

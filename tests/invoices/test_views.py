@@ -27,7 +27,7 @@ def fast_password_hasher(settings):
 
 def bill(landlord, *, period=DEC, as_of=date(2026, 12, 31)):
     return services.billing_run_execute(
-        landlord=landlord, period_start=period, as_of=as_of, started_by="test"
+        landlord=landlord, period_start=period, as_of=as_of, started_by="test", on_schedule=True
     )
 
 

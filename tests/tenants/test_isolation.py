@@ -84,6 +84,7 @@ def theirs_billed(theirs, other_landlord):
         period_start=date(2026, 12, 1),
         as_of=date(2026, 12, 31),
         started_by="test",
+        on_schedule=True,
     )
     # B's money pages: a manual payment and a Stripe event (payments' dashboard).
     from django.utils import timezone

@@ -28,8 +28,15 @@ class Command(BaseCommand):
             help="bill leases whose issue day is on or before this date "
             "(default: every lease of the month)",
         )
+        parser.add_argument(
+            "--on-schedule",
+            action="store_true",
+            help="date every invoice on its issue day even if that has passed (importing "
+            "history); by default an invoice written late is dated today and due after the "
+            "lease's due days",
+        )
 
-    def handle(self, *args, landlord, period, as_of, **options):
+    def handle(self, *args, landlord, period, as_of, on_schedule, **options):
         found = Landlord.objects.filter(slug=landlord).first()
         if found is None:
             raise CommandError(f"No landlord with slug {landlord!r}")
@@ -37,7 +44,11 @@ class Command(BaseCommand):
         as_of_date = date.fromisoformat(as_of) if as_of else date(9999, 12, 31)
         before = selectors.billing_run_invoice_count(landlord=found, period_start=period_start)
         run = services.billing_run_execute(
-            landlord=found, period_start=period_start, as_of=as_of_date, started_by="command"
+            landlord=found,
+            period_start=period_start,
+            as_of=as_of_date,
+            started_by="command",
+            on_schedule=on_schedule,
         )
         created = run.invoices_created - before
         if before and not created:
