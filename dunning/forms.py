@@ -122,6 +122,10 @@ class TiersField(forms.CharField):
                     f"Line {number}: write a tier as 'overdue from: fee', e.g. 500.00: 25.00.",
                     code="tier",
                 ) from None
+            if max(abs(tiers[-1][0]), abs(tiers[-1][1])) > MAX_MINOR:
+                raise ValidationError(
+                    f"Line {number}: that amount is too large for a rent fee.", code="amount"
+                )
         return tuple(tiers)
 
 

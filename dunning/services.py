@@ -353,6 +353,8 @@ def tenant_resume(*, landlord: Landlord, tenant: Tenant, actor=None) -> TenantDu
 @transaction.atomic
 def escalation_clear(*, landlord: Landlord, tenant: Tenant, actor=None) -> None:
     """Take the "needs attention" flag off a tenant once staff have dealt with it."""
+    if tenant.landlord_id != landlord.pk:
+        raise ValidationError("This tenant does not belong to this landlord.")
     TenantDunning.objects.for_landlord(landlord).filter(tenant_id=tenant.pk).update(
         escalated_at=None, escalation_note="", updated_at=timezone.now()
     )

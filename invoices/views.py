@@ -32,7 +32,15 @@ from tenants import selectors as tenant_selectors
 from tenants.exports import csv_amount, csv_download, csv_text
 from tenants.forms import apply_service_errors
 from tenants.models import Permission, Tenant, Unit
-from tenants.query import bad_query, month_start, query_errors, whole_number
+from tenants.query import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    bad_query,
+    in_calendar,
+    month_start,
+    query_errors,
+    whole_number,
+)
 from tenants.views import PAGE_SIZE, StaffView
 
 MONTH_INPUT = forms.DateInput(attrs={"type": "month"}, format="%Y-%m")
@@ -47,7 +55,12 @@ class BillingMonthForm(forms.Form):
     )
 
     def clean_month(self) -> date:
-        return self.cleaned_data["month"].replace(day=1)
+        month = self.cleaned_data["month"].replace(day=1)
+        if not in_calendar(month):
+            raise forms.ValidationError(
+                f"Enter a month between {FIRST_YEAR}-01 and {LAST_YEAR}-12."
+            )
+        return month
 
 
 class InvoiceVoidForm(forms.Form):

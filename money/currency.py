@@ -81,6 +81,12 @@ def to_minor(amount_text: str, code: str) -> int:
     return sign * int((whole or "0") + fraction.ljust(exponent, "0"))
 
 
+# The largest amount a person may type for one charge, deposit or fee, in minor units
+# (ten billion in a two-decimal currency). Totals of a few such lines, with tax, stay
+# far inside PostgreSQL's bigint, so no invoice can overflow at month end.
+MAX_TYPED_MINOR = 10**12
+
+
 def from_minor(minor: int, code: str) -> Decimal:
     """Minor units as an exact Decimal for display and export."""
     if not isinstance(minor, int):

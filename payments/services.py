@@ -88,7 +88,8 @@ from payments.models import (
     StripeCustomer,
     StripeEvent,
 )
-from tenants.models import Landlord, Tenant
+from tenants.models import Landlord, Lease, Tenant
+from tenants.query import FIRST_YEAR, in_calendar
 from tenants.services import audit
 
 log = logging.getLogger(__name__)
@@ -1376,6 +1377,8 @@ def autopay_set(
     *, landlord: Landlord, tenant: Tenant, saved_method: SavedPaymentMethod | None, actor
 ) -> None:
     """Turn autopay on with `saved_method`, or off with None (one method at most)."""
+    if tenant.landlord_id != landlord.pk:
+        raise ValidationError("This tenant does not belong to this landlord.")
     _lock_tenant(tenant.pk)
     methods = SavedPaymentMethod.objects.for_landlord(landlord).filter(tenant=tenant)
     methods.filter(autopay=True).update(autopay=False, updated_at=timezone.now())
@@ -1591,6 +1594,27 @@ def manual_payment_record(
     today = timezone.now().astimezone(landlord.tz).date()
     if received_on > today:
         raise ValidationError({"received_on": _("The date cannot be in the future.")})
+    # Money is received in a currency the tenant is billed in, during the tenancy (a
+    # deposit or prepayment may come up to a year before move-in). Anything else is a
+    # typo that would sit as credit nothing can use, or post into years long reported.
+    leases = list(
+        Lease.objects.for_landlord(landlord)
+        .filter(tenants=tenant)
+        .values_list("currency", "start_date")
+    )
+    currencies = sorted({lease_currency for lease_currency, _start in leases})
+    if currencies and currency not in currencies:
+        raise ValidationError(
+            {"currency": _("This tenant is billed in %(list)s.") % {"list": ", ".join(currencies)}}
+        )
+    earliest = min((start for _c, start in leases), default=received_on) - timedelta(days=365)
+    if received_on < earliest or not in_calendar(received_on):
+        raise ValidationError(
+            {
+                "received_on": _("Enter a date from %(day)s (a year before the first lease).")
+                % {"day": max(earliest, date(FIRST_YEAR, 1, 1)).isoformat()}
+            }
+        )
     if invoice is not None and (
         invoice.landlord_id != landlord.pk
         or invoice.tenant_id != tenant.pk

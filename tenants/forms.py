@@ -12,7 +12,7 @@ from django import forms
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
-from money.currency import from_minor, is_known_currency, to_minor
+from money.currency import MAX_TYPED_MINOR, from_minor, is_known_currency, to_minor
 from tenants.models import Charge, ChargeKind, Landlord, Lease, Property, Role, Tenant, Unit
 
 TIMEZONE_CHOICES = sorted((tz, tz) for tz in zoneinfo.available_timezones() if "/" in tz)
@@ -69,6 +69,10 @@ def amount_to_minor(
         form.add_error(
             field, "Enter an amount greater than zero." if not allow_zero else "Enter zero or more."
         )
+        return None
+    if minor > MAX_TYPED_MINOR:
+        limit = from_minor(MAX_TYPED_MINOR, currency)
+        form.add_error(field, f"Enter an amount of at most {limit:,} {currency}.")
         return None
     return minor
 

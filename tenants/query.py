@@ -21,6 +21,16 @@ def whole_number(value: str | None) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
+# Months and days a person may name: a billing period, a filter, a payment's date. Far
+# wider than any tenancy, and narrow enough that a month after the last one (a period's
+# end) always exists.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
+def in_calendar(day: date) -> bool:
+    return FIRST_YEAR <= day.year <= LAST_YEAR
+
+
 def month_start(value: str | None) -> date | None:
     """A month parameter (YYYY-MM, as `<input type="month">` sends it) as its first day,
     or None."""
@@ -28,9 +38,10 @@ def month_start(value: str | None) -> date | None:
     if len(value) != 7 or not value.isascii() or value[4] != "-":
         return None
     try:
-        return date.fromisoformat(f"{value}-01")
+        day = date.fromisoformat(f"{value}-01")
     except ValueError:
         return None
+    return day if in_calendar(day) else None
 
 
 def query_errors(

@@ -7,14 +7,28 @@ from django.core.management.base import BaseCommand, CommandError
 
 from invoices import selectors, services
 from tenants.models import Landlord
+from tenants.query import FIRST_YEAR, LAST_YEAR, in_calendar, month_start
 
 
 def _month(text: str) -> date:
+    month = month_start(text)
+    if month is None:
+        raise CommandError(
+            f"--period must be a month like 2026-12 (years {FIRST_YEAR}-{LAST_YEAR}), not {text!r}"
+        )
+    return month
+
+
+def _day(text: str) -> date:
     try:
-        year, month = (int(part) for part in text.split("-"))
-        return date(year, month, 1)
-    except ValueError as exc:
-        raise CommandError(f"--period must look like 2026-12, not {text!r}") from exc
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is None or not in_calendar(day):
+        raise CommandError(
+            f"--as-of must be a date like 2026-12-01 (years {FIRST_YEAR}-{LAST_YEAR}), not {text!r}"
+        )
+    return day
 
 
 class Command(BaseCommand):
@@ -37,11 +51,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, landlord, period, as_of, on_schedule, **options):
-        found = Landlord.objects.filter(slug=landlord).first()
-        if found is None:
-            raise CommandError(f"No landlord with slug {landlord!r}")
         period_start = _month(period)
-        as_of_date = date.fromisoformat(as_of) if as_of else date(9999, 12, 31)
+        as_of_date = _day(as_of) if as_of else date(9999, 12, 31)
+        # A NUL byte cannot be in any slug (PostgreSQL text refuses it): no such landlord.
+        found = None if "\x00" in landlord else Landlord.objects.filter(slug=landlord).first()
+        if found is None:
+            raise CommandError(f"--landlord: no landlord with slug {landlord!r}")
         before = selectors.billing_run_invoice_count(landlord=found, period_start=period_start)
         run = services.billing_run_execute(
             landlord=found,
