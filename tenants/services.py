@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -136,14 +137,32 @@ def staff_invitation_create(
     *, landlord: Landlord, email: str, role: str, invited_by, now=None
 ) -> tuple[StaffInvitation, str]:
     """Invite someone to the landlord's staff. Returns the invitation and the raw token
-    (only its hash is stored, so a database leak cannot be used to join)."""
+    (only its hash is stored, so a database leak cannot be used to join).
+
+    Someone already on the staff is not invited: accepting would either change their
+    role behind the owner's back or do nothing; their role is changed on the staff page.
+    """
     if role not in Role.values:
         raise ValidationError({"role": f"{role!r} is not a role."})
     now = now or timezone.now()
+    email = email.strip().lower()
+    member = (
+        Membership.objects.filter(landlord=landlord)
+        .filter(Q(user__username__iexact=email) | Q(user__email__iexact=email))
+        .first()
+    )
+    if member is not None:
+        raise ValidationError(
+            {
+                "email": f"{email} is already staff here with the role "
+                f"{member.get_role_display().lower()}; change their role in the staff list "
+                "instead."
+            }
+        )
     token = secrets.token_urlsafe(32)
     invitation = StaffInvitation(
         landlord=landlord,
-        email=email.strip().lower(),
+        email=email,
         role=role,
         token_hash=_hash_token(token),
         invited_by=invited_by,
@@ -199,7 +218,11 @@ def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
 def staff_invitation_accept(
     *, token: str, user=None, password: str = "", full_name: str = "", now=None
 ) -> Membership:
-    """Single use: the invitation row is locked, checked and marked accepted in one go."""
+    """Single use: the invitation row is locked, checked and marked accepted in one go.
+
+    Someone who is already on this landlord's staff cannot accept: the invitation would
+    either change their role behind the owner's back or be used up without effect.
+    """
     now = now or timezone.now()
     found = staff_invitation_find(token=token, now=now)
     invitation = StaffInvitation.objects.select_for_update().get(pk=found.pk)
@@ -217,9 +240,19 @@ def staff_invitation_accept(
             )
             user.set_password(password)
             user.save()
-    membership, created = Membership.objects.get_or_create(
-        user=user, landlord=invitation.landlord, defaults={"role": invitation.role}
-    )
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(
+                user=user, landlord=invitation.landlord, role=invitation.role
+            )
+    except IntegrityError as exc:
+        if _constraint_name(exc) != "membership_unique_user_landlord":
+            raise
+        existing = Membership.objects.get(user=user, landlord=invitation.landlord)
+        raise ValidationError(
+            f"You are already staff of {invitation.landlord.name} with the role "
+            f"{existing.get_role_display().lower()}; ask an owner to change your role instead."
+        ) from exc
     invitation.accepted_at = now
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by", "updated_at"])
@@ -301,8 +334,12 @@ def _save_scoped(instance, *, landlord: Landlord, actor, action: str, summary: s
     return instance
 
 
+def _constraint_name(exc: IntegrityError) -> str:
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or ""
+
+
 def _integrity_to_validation(exc: IntegrityError) -> ValidationError:
-    name = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or ""
+    name = _constraint_name(exc)
     messages = {
         "lease_no_overlap_per_unit": {"start_date": OVERLAP_MESSAGE},
         "property_unique_name": {"name": "You already have a property with this name."},

@@ -13,7 +13,7 @@ from django.utils import timezone
 from tenants import services
 from tenants.middleware import SESSION_KEY
 from tenants.models import Landlord, Membership, StaffInvitation
-from tests.factories import PASSWORD, UserFactory
+from tests.factories import PASSWORD, MembershipFactory, UserFactory
 from tests.tenants.helpers import snapshot
 
 User = get_user_model()
@@ -260,6 +260,55 @@ def test_an_unknown_invitation_token_is_refused(client, other_landlord):
     response = client.get(reverse("invitation_accept", args=["not-a-token"]))
 
     assert response.status_code == 410
+
+
+# --- who can be invited --------------------------------------------------------------
+
+
+def invite_form(staff_client, email: str, role: str = "viewer"):
+    return staff_client.post(reverse("dashboard:staff"), {"email": email, "role": role})
+
+
+def test_inviting_someone_already_on_the_staff_is_an_email_error_naming_their_role(
+    staff_client, mine, theirs
+):
+    before = snapshot()
+
+    response = invite_form(staff_client, "Manager@Acme.test", role="owner")
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["email"] == [
+        "manager@acme.test is already staff here with the role manager; change their role "
+        "in the staff list instead."
+    ]
+    assert snapshot() == before
+
+
+def test_someone_on_another_landlords_staff_can_be_invited(staff_client, mine, theirs):
+    response = invite_form(staff_client, "manager@brightside.test")
+
+    assert response.status_code == 302
+    assert StaffInvitation.objects.filter(
+        landlord=mine.lease.landlord, email="manager@brightside.test"
+    ).exists()
+
+
+def test_accepting_an_invitation_when_already_on_the_staff_is_refused_and_keeps_the_role(
+    landlord, owner, other_landlord
+):
+    _, token = services.staff_invitation_create(
+        landlord=landlord, email="known@example.test", role="owner", invited_by=owner
+    )
+    # Meanwhile they joined another way (an operator added them as a viewer).
+    known = MembershipFactory(
+        landlord=landlord, role="viewer", user__username="known@example.test"
+    ).user
+
+    with pytest.raises(ValidationError, match="already staff of Acme Lettings with the role"):
+        services.staff_invitation_accept(token=token, user=known)
+
+    assert Membership.objects.get(user=known, landlord=landlord).role == "viewer"
+    assert StaffInvitation.objects.get(email="known@example.test").accepted_at is None
 
 
 # --- login, logout, password reset -------------------------------------------------------
