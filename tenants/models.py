@@ -177,7 +177,10 @@ class Membership(models.Model):
 
 
 class StaffInvitation(LandlordOwned):
-    """An emailed, expiring, single-use invitation to join a landlord's staff."""
+    """An emailed, expiring, single-use invitation to join a landlord's staff.
+
+    Pending until it is accepted or revoked; a revoked invitation's link no longer works.
+    """
 
     email = models.EmailField()
     role = models.CharField(max_length=16, choices=Role.choices)
@@ -190,14 +193,26 @@ class StaffInvitation(LandlordOwned):
     accepted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(role__in=Role.values), name="invitation_role_valid"),
+            models.CheckConstraint(
+                condition=Q(accepted_at__isnull=True) | Q(revoked_at__isnull=True),
+                name="invitation_not_accepted_and_revoked",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Invitation of {self.email} as {self.role}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None
 
 
 class Property(LandlordOwned):

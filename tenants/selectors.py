@@ -126,7 +126,7 @@ def membership_list(*, landlord: Landlord) -> QuerySet[Membership]:
 def invitation_list(*, landlord: Landlord) -> QuerySet[StaffInvitation]:
     return (
         StaffInvitation.objects.for_landlord(landlord)
-        .filter(accepted_at__isnull=True)
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True)
         .order_by("-created_at")
     )
 

@@ -180,6 +180,34 @@ def staff_invitation_create(
     return invitation, token
 
 
+@transaction.atomic
+def staff_invitation_revoke(
+    *, landlord: Landlord, invitation: StaffInvitation, actor, now=None
+) -> StaffInvitation:
+    """Withdraw a pending invitation: its link stops working at once, and the email can
+    be invited again. An accepted invitation is history and cannot be revoked."""
+    if invitation.landlord_id != landlord.pk:
+        raise StaffInvitation.DoesNotExist
+    # Locked: an acceptance at the same moment either lands first (and this refuses)
+    # or waits and then finds the invitation revoked.
+    invitation = StaffInvitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is not None:
+        raise ValidationError(f"{invitation.email} has already accepted this invitation.")
+    if invitation.revoked_at is not None:
+        raise ValidationError("This invitation has already been revoked.")
+    invitation.revoked_at = now or timezone.now()
+    invitation.revoked_by = actor
+    invitation.save(update_fields=["revoked_at", "revoked_by", "updated_at"])
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="staff.invite_revoke",
+        obj=invitation,
+        summary=f"Revoked the invitation of {invitation.email} as {invitation.role}",
+    )
+    return invitation
+
+
 def staff_invitation_send(*, invitation: StaffInvitation, link: str) -> None:
     """Email the invitation link (sent after the invitation is committed)."""
     from django.core.mail import send_mail
@@ -198,6 +226,15 @@ def staff_invitation_send(*, invitation: StaffInvitation, link: str) -> None:
     )
 
 
+def _invitation_check_usable(invitation: StaffInvitation, *, now) -> None:
+    if invitation.accepted_at is not None:
+        raise ValidationError("This invitation has already been used.")
+    if invitation.revoked_at is not None:
+        raise ValidationError("This invitation has been revoked; ask for a new one.")
+    if invitation.expires_at <= now:
+        raise ValidationError("This invitation has expired; ask for a new one.")
+
+
 def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
     now = now or timezone.now()
     invitation = (
@@ -207,10 +244,7 @@ def staff_invitation_find(*, token: str, now=None) -> StaffInvitation:
     )
     if invitation is None:
         raise ValidationError("This invitation link is not valid.")
-    if invitation.accepted_at is not None:
-        raise ValidationError("This invitation has already been used.")
-    if invitation.expires_at <= now:
-        raise ValidationError("This invitation has expired; ask for a new one.")
+    _invitation_check_usable(invitation, now=now)
     return invitation
 
 
@@ -226,8 +260,8 @@ def staff_invitation_accept(
     now = now or timezone.now()
     found = staff_invitation_find(token=token, now=now)
     invitation = StaffInvitation.objects.select_for_update().get(pk=found.pk)
-    if invitation.accepted_at is not None:
-        raise ValidationError("This invitation has already been used.")
+    # Checked again on the locked row: it may have been used or revoked meanwhile.
+    _invitation_check_usable(invitation, now=now)
     User = get_user_model()
     if user is None:
         user = User.objects.filter(username__iexact=invitation.email).first()

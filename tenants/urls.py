@@ -28,6 +28,11 @@ urlpatterns = [
     path("charges/<int:pk>/edit/", views.ChargeFormView.as_view(), name="charge_edit"),
     path("staff/", views.StaffListView.as_view(), name="staff"),
     path("staff/<int:pk>/role/", views.MembershipRoleView.as_view(), name="membership_role"),
+    path(
+        "staff/invitations/<int:pk>/revoke/",
+        views.InvitationRevokeView.as_view(),
+        name="invitation_revoke",
+    ),
     path("settings/", views.SettingsView.as_view(), name="settings"),
     path("activity/", views.AuditListView.as_view(), name="audit_list"),
 ]

@@ -38,6 +38,7 @@ from tenants.models import (
     Permission,
     Property,
     Role,
+    StaffInvitation,
     Tenant,
     Unit,
 )
@@ -385,6 +386,7 @@ class StaffListView(StaffView):
             roles=Role.choices,
             members=selectors.membership_list(landlord=self.landlord),
             invitations=selectors.invitation_list(landlord=self.landlord),
+            now=timezone.now(),
         )
 
     def post(self, request):
@@ -423,6 +425,31 @@ class MembershipRoleView(StaffView):
             messages.error(request, " ".join(exc.messages))
         else:
             messages.success(request, "Role updated.")
+        return redirect("dashboard:staff")
+
+
+class InvitationRevokeView(StaffView):
+    """Revoke a pending invitation: a confirmation page, then the revoke."""
+
+    permission = Permission.MANAGE_STAFF
+    model = StaffInvitation
+
+    def get(self, request, pk: int):
+        invitation = self.get_scoped(StaffInvitation, pk)
+        return self.render("dashboard/invitation_revoke.html", object=invitation)
+
+    def post(self, request, pk: int):
+        invitation = self.get_scoped(StaffInvitation, pk)
+        try:
+            services.staff_invitation_revoke(
+                landlord=self.landlord, invitation=invitation, actor=request.user
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(
+                request, f"Invitation of {invitation.email} revoked; its link no longer works."
+            )
         return redirect("dashboard:staff")
 
 

@@ -1,10 +1,11 @@
 """factory-boy factories. Every landlord-owned factory derives its landlord from its
 parent so that objects built for landlord B never silently attach to landlord A."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from tenants.models import (
     Charge,
@@ -16,6 +17,7 @@ from tenants.models import (
     Membership,
     Property,
     Role,
+    StaffInvitation,
     Tenant,
     Unit,
 )
@@ -56,6 +58,20 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     landlord = factory.SubFactory(LandlordFactory)
     role = Role.OWNER
+
+
+class StaffInvitationFactory(factory.django.DjangoModelFactory):
+    """A pending invitation (its token is unknown: only the hash is stored)."""
+
+    class Meta:
+        model = StaffInvitation
+
+    landlord = factory.SubFactory(LandlordFactory)
+    email = factory.Sequence(lambda n: f"invitee{n}@example.test")
+    role = Role.VIEWER
+    token_hash = factory.Sequence(lambda n: f"{n:064x}")
+    invited_by = factory.SubFactory(UserFactory)
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=7))
 
 
 class PropertyFactory(factory.django.DjangoModelFactory):

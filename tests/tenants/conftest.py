@@ -6,12 +6,22 @@ from datetime import date
 
 import pytest
 
-from tenants.models import AuditEvent, Charge, Lease, Membership, Property, Tenant, Unit
+from tenants.models import (
+    AuditEvent,
+    Charge,
+    Lease,
+    Membership,
+    Property,
+    StaffInvitation,
+    Tenant,
+    Unit,
+)
 from tests.factories import (
     ChargeFactory,
     LeaseFactory,
     MembershipFactory,
     PropertyFactory,
+    StaffInvitationFactory,
     TenantFactory,
     UnitFactory,
 )
@@ -32,6 +42,7 @@ class Portfolio:
     lease: Lease
     charge: Charge
     membership: Membership
+    invitation: StaffInvitation
 
 
 def _portfolio(landlord, *, prefix: str, street: str, renter: str) -> Portfolio:
@@ -46,8 +57,11 @@ def _portfolio(landlord, *, prefix: str, street: str, renter: str) -> Portfolio:
     membership = MembershipFactory(
         landlord=landlord, role="manager", user__username=f"manager@{prefix.lower()}.test"
     )
+    invitation = StaffInvitationFactory(
+        landlord=landlord, email=f"invitee@{prefix.lower()}.test", invited_by=membership.user
+    )
     AuditEvent.objects.create(landlord=landlord, action="test.seed", summary=f"{prefix} was seeded")
-    return Portfolio(prop, unit, vacant, tenant, lease, charge, membership)
+    return Portfolio(prop, unit, vacant, tenant, lease, charge, membership, invitation)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from tenants import services
 from tenants.middleware import SESSION_KEY
-from tenants.models import Landlord, Membership, StaffInvitation
+from tenants.models import AuditEvent, Landlord, Membership, StaffInvitation
 from tests.factories import PASSWORD, MembershipFactory, UserFactory
 from tests.tenants.helpers import snapshot
 
@@ -262,7 +262,7 @@ def test_an_unknown_invitation_token_is_refused(client, other_landlord):
     assert response.status_code == 410
 
 
-# --- who can be invited --------------------------------------------------------------
+# --- who can be invited, and revoking --------------------------------------------------
 
 
 def invite_form(staff_client, email: str, role: str = "viewer"):
@@ -291,6 +291,95 @@ def test_someone_on_another_landlords_staff_can_be_invited(staff_client, mine, t
     assert StaffInvitation.objects.filter(
         landlord=mine.lease.landlord, email="manager@brightside.test"
     ).exists()
+
+
+def test_revoking_an_invitation_asks_for_confirmation_and_changes_nothing_yet(
+    staff_client, mine, theirs
+):
+    url = reverse("dashboard:invitation_revoke", args=[mine.invitation.pk])
+    staff_page = staff_client.get(reverse("dashboard:staff")).content.decode()
+    before = snapshot()
+
+    response = staff_client.get(url)
+
+    assert f'href="{url}"' in staff_page
+    assert response.status_code == 200
+    assert "Revoke this invitation?" in response.content.decode()
+    assert snapshot() == before
+
+
+def test_revoking_an_invitation_removes_it_from_the_pending_list_with_an_audit_event(
+    staff_client, owner, mine, theirs
+):
+    response = staff_client.post(
+        reverse("dashboard:invitation_revoke", args=[mine.invitation.pk]), follow=True
+    )
+
+    assert "Invitation of invitee@acme.test revoked" in response.content.decode()
+    assert list(response.context["invitations"]) == []
+    mine.invitation.refresh_from_db()
+    assert (mine.invitation.revoked_by, mine.invitation.accepted_at) == (owner, None)
+    event = AuditEvent.objects.get(action="staff.invite_revoke")
+    assert (event.landlord, event.actor, event.object_id) == (
+        mine.lease.landlord,
+        owner,
+        str(mine.invitation.pk),
+    )
+    theirs.invitation.refresh_from_db()
+    assert theirs.invitation.revoked_at is None
+
+
+def test_a_revoked_invitation_link_is_refused_and_creates_nothing(invite, client, landlord, owner):
+    link = invite(email="late.change@example.test")
+    services.staff_invitation_revoke(
+        landlord=landlord, invitation=StaffInvitation.objects.get(), actor=owner
+    )
+    client.logout()
+    before = snapshot()
+
+    page = client.get(path_of(link))
+    posted = client.post(path_of(link), {"full_name": "Lou Late", "password": "a-long-passphrase"})
+
+    assert page.status_code == posted.status_code == 410
+    assert "revoked" in page.content.decode()
+    assert snapshot() == before
+
+
+def test_the_accept_service_refuses_a_revoked_token(landlord, owner, other_landlord):
+    invitation, token = services.staff_invitation_create(
+        landlord=landlord, email="gone@example.test", role="viewer", invited_by=owner
+    )
+    services.staff_invitation_revoke(landlord=landlord, invitation=invitation, actor=owner)
+
+    with pytest.raises(ValidationError, match="revoked"):
+        services.staff_invitation_accept(token=token, password="a-fine-long-passphrase")
+
+    assert not User.objects.filter(username="gone@example.test").exists()
+
+
+def test_an_accepted_invitation_cannot_be_revoked(invite, client, landlord, owner):
+    link = invite()
+    client.logout()
+    client.post(path_of(link), {"full_name": "Nina New", "password": "a-fine-long-passphrase"})
+    invitation = StaffInvitation.objects.get()
+
+    with pytest.raises(ValidationError, match="already accepted"):
+        services.staff_invitation_revoke(landlord=landlord, invitation=invitation, actor=owner)
+
+    invitation.refresh_from_db()
+    assert invitation.revoked_at is None
+
+
+def test_another_landlords_invitation_cannot_be_revoked_through_the_service(
+    landlord, owner, mine, theirs
+):
+    with pytest.raises(StaffInvitation.DoesNotExist):
+        services.staff_invitation_revoke(
+            landlord=landlord, invitation=theirs.invitation, actor=owner
+        )
+
+    theirs.invitation.refresh_from_db()
+    assert theirs.invitation.revoked_at is None
 
 
 def test_accepting_an_invitation_when_already_on_the_staff_is_refused_and_keeps_the_role(

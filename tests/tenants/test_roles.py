@@ -145,6 +145,13 @@ ACTIONS = [
         lambda m: StaffInvitation.objects.filter(email="new.hire@example.test").count(),
     ),
     Action(
+        "revoke an invitation",
+        OWNERS,
+        lambda m: reverse("dashboard:invitation_revoke", args=[m.invitation.pk]),
+        lambda m: {},
+        lambda m: StaffInvitation.objects.get(pk=m.invitation.pk).revoked_at,
+    ),
+    Action(
         "change a staff role",
         OWNERS,
         lambda m: reverse("dashboard:membership_role", args=[m.membership.pk]),
