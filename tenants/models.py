@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Func, Q, Value
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from money.currency import is_known_currency
@@ -179,7 +180,9 @@ class Membership(models.Model):
 class StaffInvitation(LandlordOwned):
     """An emailed, expiring, single-use invitation to join a landlord's staff.
 
-    Pending until it is accepted or revoked; a revoked invitation's link no longer works.
+    Pending until it is accepted or revoked (an expired one stays pending until revoked,
+    so the staff page keeps showing it); a landlord has at most one pending invitation
+    per email, compared case-insensitively.
     """
 
     email = models.EmailField()
@@ -201,6 +204,14 @@ class StaffInvitation(LandlordOwned):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(role__in=Role.values), name="invitation_role_valid"),
+            # Two invitations to one person would each carry a role and a live link; the
+            # second click would decide silently. Two requests racing hit this, not a check.
+            models.UniqueConstraint(
+                F("landlord"),
+                Lower("email"),
+                condition=Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invitation_one_pending_per_email",
+            ),
             models.CheckConstraint(
                 condition=Q(accepted_at__isnull=True) | Q(revoked_at__isnull=True),
                 name="invitation_not_accepted_and_revoked",

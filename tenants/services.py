@@ -139,8 +139,9 @@ def staff_invitation_create(
     """Invite someone to the landlord's staff. Returns the invitation and the raw token
     (only its hash is stored, so a database leak cannot be used to join).
 
-    Someone already on the staff is not invited: accepting would either change their
-    role behind the owner's back or do nothing; their role is changed on the staff page.
+    Someone already on the staff is not invited (their role is changed on the staff
+    page), and an email has at most one pending invitation per landlord (a unique
+    constraint): each would carry its own role, and whichever link was used would win.
     """
     if role not in Role.values:
         raise ValidationError({"role": f"{role!r} is not a role."})
@@ -169,7 +170,18 @@ def staff_invitation_create(
         expires_at=now + INVITATION_LIFETIME,
     )
     _full_clean(invitation, exclude=["token_hash"])
-    invitation.save()
+    try:
+        with transaction.atomic():
+            invitation.save()
+    except IntegrityError as exc:
+        if _constraint_name(exc) != "invitation_one_pending_per_email":
+            raise
+        raise ValidationError(
+            {
+                "email": f"{email} already has a pending invitation; revoke it in the list "
+                "of pending invitations to send a new one."
+            }
+        ) from exc
     audit(
         landlord=landlord,
         actor=invited_by,

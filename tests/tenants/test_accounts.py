@@ -7,13 +7,14 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 from django.urls import reverse
 from django.utils import timezone
 
 from tenants import services
 from tenants.middleware import SESSION_KEY
 from tenants.models import AuditEvent, Landlord, Membership, StaffInvitation
-from tests.factories import PASSWORD, MembershipFactory, UserFactory
+from tests.factories import PASSWORD, MembershipFactory, StaffInvitationFactory, UserFactory
 from tests.tenants.helpers import snapshot
 
 User = get_user_model()
@@ -291,6 +292,44 @@ def test_someone_on_another_landlords_staff_can_be_invited(staff_client, mine, t
     assert StaffInvitation.objects.filter(
         landlord=mine.lease.landlord, email="manager@brightside.test"
     ).exists()
+
+
+def test_an_email_with_a_pending_invitation_cannot_be_invited_again(staff_client, mine, theirs):
+    before = snapshot()
+
+    response = invite_form(staff_client, " INVITEE@acme.test ", role="owner")
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["email"] == [
+        "invitee@acme.test already has a pending invitation; revoke it in the list of "
+        "pending invitations to send a new one."
+    ]
+    assert snapshot() == before
+    assert [i.email for i in response.context["invitations"]] == ["invitee@acme.test"]
+
+
+def test_the_database_refuses_a_second_pending_invitation_for_one_email(landlord, mine, theirs):
+    with pytest.raises(IntegrityError, match="invitation_one_pending_per_email"):
+        StaffInvitationFactory(landlord=landlord, email="Invitee@ACME.test")
+
+
+def test_another_landlord_may_invite_an_email_this_landlord_has_invited(
+    landlord, other_landlord, mine, theirs
+):
+    StaffInvitationFactory(landlord=other_landlord, email=mine.invitation.email)
+
+    assert StaffInvitation.objects.filter(email=mine.invitation.email).count() == 2
+
+
+def test_an_email_can_be_invited_again_once_its_invitation_is_revoked(
+    staff_client, landlord, owner, mine, theirs
+):
+    services.staff_invitation_revoke(landlord=landlord, invitation=mine.invitation, actor=owner)
+
+    response = invite_form(staff_client, "invitee@acme.test")
+
+    assert response.status_code == 302
+    assert StaffInvitation.objects.filter(landlord=landlord, email="invitee@acme.test").count() == 2
 
 
 def test_revoking_an_invitation_asks_for_confirmation_and_changes_nothing_yet(
