@@ -17,7 +17,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from itertools import zip_longest
+from typing import NamedTuple
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -165,6 +167,12 @@ def _runs_get_or_create_locked(
     return runs, {run.landlord_id for run in new}
 
 
+class RunStart(NamedTuple):
+    run: BillingRun
+    chunks: list[list[int]]
+    created: bool  # this start inserted the run (else it resumed the month's run)
+
+
 def _runs_start(
     *,
     landlords: Sequence[Landlord],
@@ -172,10 +180,11 @@ def _runs_start(
     as_of: date,
     started_by: str,
     chunk_size: int,
-) -> list[tuple[BillingRun, list[list[int]]]]:
+    actor: AbstractBaseUser | None = None,
+) -> list[RunStart]:
     """`billing_run_start` for several landlords and one month, in a constant number
-    of statements (call inside a transaction). Returns (run, chunks) per landlord, in
-    the order given."""
+    of statements (call inside a transaction). Returns a RunStart per landlord, in the
+    order given. `actor` is the staff member who started it (None for the schedule)."""
     if not landlords:
         return []
     period_start, period_end = rules.billing_period(month=period_start)
@@ -203,7 +212,7 @@ def _runs_start(
     AuditEvent.objects.bulk_create(
         AuditEvent(
             landlord=landlord,
-            actor=None,
+            actor=actor,
             action="billing_run.start",
             object_type=BillingRun.__name__,
             object_id=str(runs[landlord.pk].pk),
@@ -226,12 +235,13 @@ def _runs_start(
     if finished:
         _runs_finish(finished, now=now)
     return [
-        (
+        RunStart(
             runs[landlord.pk],
             [
                 lease_ids[landlord.pk][i : i + chunk_size]
                 for i in range(0, len(lease_ids[landlord.pk]), chunk_size)
             ],
+            landlord.pk in created,
         )
         for landlord in landlords
     ]
@@ -253,14 +263,14 @@ def billing_run_start(
     issue — which is also how missed beat ticks and killed workers self-heal.
     The caller dispatches the chunks (synchronously or as Celery tasks on commit).
     """
-    ((run, chunks),) = _runs_start(
+    (started,) = _runs_start(
         landlords=[landlord],
         period_start=period_start,
         as_of=as_of,
         started_by=started_by,
         chunk_size=chunk_size,
     )
-    return run, chunks
+    return started.run, started.chunks
 
 
 # Leases per Celery task. A chunk is one landlord's run, at most CHUNK_SIZE leases, in
@@ -310,15 +320,43 @@ def billing_run_dispatch(*, run: BillingRun, chunks: Sequence[Sequence[int]]) ->
 
 @transaction.atomic
 def billing_run_start_now(
-    *, landlord: Landlord, period_start: date, as_of: date, started_by: str
+    *, landlord: Landlord, period_start: date, as_of: date, actor: AbstractBaseUser
 ) -> tuple[BillingRun, int]:
     """A staff member's "run billing now": start (or resume) the month's run and queue
-    its chunks once committed. Returns the run and how many leases were queued."""
-    run, chunks = billing_run_start(
-        landlord=landlord, period_start=period_start, as_of=as_of, started_by=started_by
+    its chunks once committed. Returns the run and how many leases were queued.
+
+    Who pressed it is on the activity log either way, in this transaction. A new run
+    names them as its starter; a run that already existed (started by the schedule,
+    say) and now bills more leases is restarted in their name, and the log entry keeps
+    who and when it was first started.
+    """
+    started_by = actor.email or actor.get_username()
+    (started,) = _runs_start(
+        landlords=[landlord],
+        period_start=period_start,
+        as_of=as_of,
+        started_by=started_by,
+        chunk_size=CHUNK_SIZE,
+        actor=actor,
     )
+    run, chunks = started.run, started.chunks
+    leases = sum(len(chunk) for chunk in chunks)
+    if not started.created:
+        first_at = run.started_at.astimezone(landlord.tz)
+        first = f"{first_at:%Y-%m-%d %H:%M} by {run.started_by or 'schedule'}"
+        if chunks:
+            run.started_at, run.started_by = timezone.now(), started_by
+            run.save(update_fields=["started_at", "started_by", "updated_at"])
+        audit(
+            landlord=landlord,
+            actor=actor,
+            action="billing_run.resume",
+            obj=run,
+            summary=f"Billing run {run.period_start:%Y-%m} run again by {started_by}: "
+            f"{leases} lease{'' if leases == 1 else 's'} to bill (first started {first})",
+        )
     billing_run_dispatch(run=run, chunks=chunks)
-    return run, sum(len(chunk) for chunk in chunks)
+    return run, leases
 
 
 # Landlords started per transaction by the beat tick.
@@ -354,14 +392,14 @@ def billing_runs_start_due(*, now: datetime) -> list[BillingRun]:
                     started_by="schedule",
                     chunk_size=CHUNK_SIZE,
                 )
-                runs += [run for run, chunks in started if chunks]
+                runs += [run for run, chunks, _created in started if chunks]
                 # Round-robin over the batch's runs: one landlord's chunks serialise on
                 # its run row, so two workers should rarely be handed two in a row.
                 # Small landlords' chunks share tasks (TASK_LEASES leases each).
                 _chunks_dispatch(
                     (run.pk, chunk)
                     for turn in zip_longest(
-                        *([(run, c) for c in chunks] for run, chunks in started)
+                        *([(run, c) for c in chunks] for run, chunks, _created in started)
                     )
                     for run, chunk in filter(None, turn)
                 )

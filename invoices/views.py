@@ -268,7 +268,7 @@ class BillingRunStartView(StaffView):
             landlord=self.landlord,
             period_start=form.cleaned_data["month"],
             as_of=self.today(),
-            started_by=request.user.email or request.user.get_username(),
+            actor=request.user,
         )
         messages.success(
             request,

@@ -17,7 +17,7 @@ from invoices.models import Invoice, InvoiceKind, InvoiceSettings
 from invoices.selectors import invoice_status
 from ledger.models import LedgerTransaction
 from ledger.selectors import trial_balance
-from tests.factories import ChargeFactory
+from tests.factories import ChargeFactory, UserFactory
 
 NOV = date(2026, 11, 1)
 DEC = date(2026, 12, 1)
@@ -48,7 +48,7 @@ def run_now(landlord, period_start, django_capture_on_commit_callbacks):
             landlord=landlord,
             period_start=period_start,
             as_of=date(2026, 12, 7),
-            started_by="owner@example.test",
+            actor=UserFactory(username="owner@example.test"),
         )
     run.refresh_from_db()
     return run

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from invoices import selectors, services
 from invoices.models import BillingRun, Invoice, InvoiceState
-from tenants.models import Lease
+from tenants.models import AuditEvent, Lease
 from tests.factories import ChargeFactory, LeaseFactory, MembershipFactory, TenantFactory
 from tests.invoices.test_selectors import pay
 
@@ -347,6 +347,93 @@ def test_run_billing_now_confirms_then_starts_the_run(
     assert Invoice.objects.filter(landlord=landlord).count() == 3
     again = staff_client.get(url("billingrun_start"), {"month": f"{month:%Y-%m}"})
     assert "Nothing to bill" in again.content.decode()
+
+
+def this_month(landlord) -> date:
+    return timezone.now().astimezone(landlord.tz).date().replace(day=1)
+
+
+def add_due_leases(landlord, count: int) -> None:
+    for _ in range(count):
+        ChargeFactory(lease__unit__property__landlord=landlord, lease__start_date=date(2020, 1, 1))
+
+
+def bill_on_schedule(landlord) -> BillingRun:
+    """The month's run as the beat tick would have started it, before staff look."""
+    return services.billing_run_execute(
+        landlord=landlord,
+        period_start=this_month(landlord),
+        as_of=timezone.now().astimezone(landlord.tz).date(),
+        started_by="schedule",
+    )
+
+
+def test_run_billing_now_logs_the_staff_member_who_started_the_run(
+    staff_client, owner, landlord, theirs, django_capture_on_commit_callbacks
+):
+    add_due_leases(landlord, 2)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(url("billingrun_start"), {"month": f"{this_month(landlord):%Y-%m}"})
+
+    run = BillingRun.objects.get(landlord=landlord)
+    assert run.started_by == owner.email
+    event = AuditEvent.objects.get(landlord=landlord, action="billing_run.start")
+    assert (event.actor, event.object_id) == (owner, str(run.pk))
+
+
+def test_running_billing_again_on_a_scheduled_run_names_the_staff_member(
+    staff_client, owner, landlord, other_landlord, theirs, django_capture_on_commit_callbacks
+):
+    add_due_leases(landlord, 1)
+    scheduled = bill_on_schedule(landlord)
+    add_due_leases(landlord, 2)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            url("billingrun_start"), {"month": f"{this_month(landlord):%Y-%m}"}, follow=True
+        )
+
+    assert f"by {owner.email}" in response.content.decode()
+    run = BillingRun.objects.get(landlord=landlord)
+    assert (run.pk, run.invoices_created, run.started_by) == (scheduled.pk, 3, owner.email)
+    event = AuditEvent.objects.get(landlord=landlord, action="billing_run.resume")
+    assert (event.actor, event.object_id) == (owner, str(run.pk))
+    assert "2 leases to bill" in event.summary and "by schedule" in event.summary
+    assert BillingRun.objects.get(landlord=other_landlord).started_by == "test"
+
+
+def test_running_billing_again_with_nothing_to_bill_is_logged_and_keeps_the_runs_starter(
+    staff_client, owner, landlord, theirs, django_capture_on_commit_callbacks
+):
+    add_due_leases(landlord, 1)
+    bill_on_schedule(landlord)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(url("billingrun_start"), {"month": f"{this_month(landlord):%Y-%m}"})
+
+    assert BillingRun.objects.get(landlord=landlord).started_by == "schedule"
+    event = AuditEvent.objects.get(landlord=landlord, action="billing_run.resume")
+    assert event.actor == owner
+    assert "0 leases to bill" in event.summary
+
+
+def test_a_run_restart_whose_activity_log_entry_fails_is_rolled_back(
+    staff_client, landlord, theirs, monkeypatch
+):
+    add_due_leases(landlord, 1)
+    bill_on_schedule(landlord)
+    add_due_leases(landlord, 1)
+
+    def audit_fails(**kwargs):
+        raise RuntimeError("audit failed")
+
+    monkeypatch.setattr(services, "audit", audit_fails)
+    with pytest.raises(RuntimeError, match="audit failed"):
+        staff_client.post(url("billingrun_start"), {"month": f"{this_month(landlord):%Y-%m}"})
+
+    run = BillingRun.objects.get(landlord=landlord)
+    assert (run.started_by, run.leases_due, run.status) == ("schedule", 1, "completed")
 
 
 def test_run_billing_now_refuses_a_bad_month(staff_client, theirs):
