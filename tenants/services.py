@@ -265,6 +265,7 @@ def staff_invitation_accept(
     *, token: str, user=None, password: str = "", full_name: str = "", now=None
 ) -> Membership:
     """Single use: the invitation row is locked, checked and marked accepted in one go.
+    A logged-in `user` must be the invited address.
 
     Someone who is already on this landlord's staff cannot accept: the invitation would
     either change their role behind the owner's back or be used up without effect.
@@ -275,6 +276,16 @@ def staff_invitation_accept(
     # Checked again on the locked row: it may have been used or revoked meanwhile.
     _invitation_check_usable(invitation, now=now)
     User = get_user_model()
+    if user is not None and invitation.email not in {
+        (user.email or "").lower(),
+        user.get_username().lower(),
+    }:
+        # The link proves access to the invited mailbox, not to this session's account: a
+        # forwarded link must not add whoever happens to be logged in.
+        raise ValidationError(
+            f"This invitation was sent to {invitation.email}. Log out, then open the link "
+            "again to accept it as that address."
+        )
     if user is None:
         user = User.objects.filter(username__iexact=invitation.email).first()
         if user is None:

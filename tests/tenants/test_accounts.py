@@ -193,6 +193,21 @@ def test_an_existing_user_logged_in_accepts_an_invitation_without_a_new_password
     assert User.objects.filter(email="known@example.test").count() == 1
 
 
+def test_a_forwarded_invitation_cannot_be_accepted_by_whoever_is_logged_in(
+    invite, client, landlord, other_landlord
+):
+    link = invite(email="invited@example.test", role="manager")
+    bystander = UserFactory(username="bystander@example.test", email="bystander@example.test")
+    client.force_login(bystander)
+
+    response = client.post(path_of(link), {})
+
+    assert response.status_code == 200
+    assert "This invitation was sent to invited@example.test" in response.content.decode()
+    assert not Membership.objects.filter(user=bystander).exists()
+    assert StaffInvitation.objects.get(email="invited@example.test").accepted_at is None
+
+
 def test_a_used_invitation_link_is_refused(invite, client):
     link = invite()
     client.logout()
