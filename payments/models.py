@@ -13,9 +13,12 @@ See docs/decisions/0005-payments.md.
 
 from __future__ import annotations
 
+from datetime import date, tzinfo
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import CURRENCY_SHAPE, CurrencyField, LandlordOwned, LandlordQuerySet
@@ -280,6 +283,17 @@ class Payment(LandlordOwned):
     @property
     def is_posted(self) -> bool:
         return self.posting_id is not None
+
+    def received_date(self, tz: tzinfo) -> date | None:
+        """The day the money arrived, as a day in `tz` (the landlord's: business days
+        are theirs): the date staff entered for a manual payment (it may be days
+        before they recorded it), else the day Stripe reported success. None while it
+        has not arrived."""
+        if self.received_on is not None:
+            return self.received_on
+        if self.succeeded_at is not None:
+            return timezone.localtime(self.succeeded_at, tz).date()
+        return None
 
 
 class PaymentAllocation(LandlordOwned):

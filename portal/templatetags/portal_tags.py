@@ -32,6 +32,22 @@ def plain_amount(minor, currency):
     return text.replace(".", ",") if decimal_comma() else text
 
 
+@register.filter
+def received_day(payment, landlord):
+    """The day the payment's money arrived, in the landlord's time zone (see
+    Payment.received_date); None while it has not."""
+    return payment.received_date(landlord.tz)
+
+
+@register.filter
+def payment_day(payment, landlord):
+    """The date a payment is listed under: when the money arrived, else (on its way,
+    or failed) the landlord's day it was started. Never the row's creation alone: staff
+    record cash and transfers days after they arrive."""
+    received = payment.received_date(landlord.tz)
+    return received or timezone.localtime(payment.created_at, landlord.tz).date()
+
+
 @register.inclusion_tag("portal/staff/_invite.html", takes_context=True)
 def portal_invite(context, tenant):
     """The tenant's portal access on the staff tenant page: linked login, the open

@@ -15,6 +15,8 @@ from payments import services as payment_services
 from payments.models import Method, Payment, PaymentStatus, Source
 from tenants.models import AuditEvent, Tenant
 from tests.factories import PASSWORD, TenantFactory, UserFactory
+from tests.payments.conftest import deliver as deliver
+from tests.payments.helpers import pi_event
 
 
 @pytest.fixture
@@ -209,6 +211,72 @@ def test_a_receipt_shows_how_the_payment_was_applied(tenant_client, me):
     assert "Credit for your next invoice" in page
     assert "€100.00" in page
     assert "Ada transfer" in page
+
+
+def card_payment(me, *, key: str, amount_minor: int) -> Payment:
+    """A card payment the tenant started (now, by the clock) that Stripe has not
+    confirmed yet."""
+    payment, _secret = payment_services.payment_intent_create(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=amount_minor,
+        currency="EUR",
+        idempotency_key=key,
+        allow_partial=True,
+    )
+    return payment
+
+
+def test_payments_show_the_day_the_money_arrived_not_the_day_the_row_was_made(
+    tenant_client, me, fake_stripe, time_machine, deliver
+):
+    # A card payment started on 3 December that Stripe confirms at 23:30 UTC on
+    # 8 December: already 9 December at the landlord's (Berlin).
+    time_machine.move_to(datetime(2026, 12, 3, 9, 0, tzinfo=UTC), tick=False)
+    card = card_payment(me, key="portal-late", amount_minor=30_000)
+    started_only = text(tenant_client.get(reverse("portal:payments")))
+    succeeded = datetime(2026, 12, 8, 23, 30, tzinfo=UTC)
+    deliver(pi_event(card, "succeeded", created=int(succeeded.timestamp())))
+    # Recorded on 10 December for cash received on 5 December.
+    time_machine.move_to(datetime(2026, 12, 10, 10, 0, tzinfo=UTC), tick=False)
+    cash = payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=20_000,
+        currency="EUR",
+        method=Method.CASH,
+        reference="",
+        received_on=date(2026, 12, 5),
+        actor=None,
+        invoice=me.november,
+    )
+
+    payments = text(tenant_client.get(reverse("portal:payments")))
+    cash_receipt = text(tenant_client.get(reverse("portal:payment_detail", args=[cash.pk])))
+    card_receipt = text(tenant_client.get(reverse("portal:payment_detail", args=[card.pk])))
+    invoice = text(tenant_client.get(reverse("portal:invoice_detail", args=[me.november.pk])))
+
+    assert "Dec. 3, 2026" in started_only  # not received yet: the day it was started
+    assert "Dec. 9, 2026" in payments and "Dec. 5, 2026" in payments
+    assert "Dec. 10, 2026" not in payments and "Dec. 3, 2026" not in payments
+    assert "<dt>Received</dt><dd>Dec. 5, 2026</dd>" in cash_receipt
+    assert "<dt>Received</dt><dd>Dec. 9, 2026</dd>" in card_receipt
+    assert "<time>Dec. 5, 2026</time>" in invoice
+    assert "<time>Dec. 9, 2026</time>" in invoice  # the card payment went to November
+    assert "Dec. 10, 2026" not in invoice
+
+
+def test_a_payment_not_received_yet_shows_the_local_day_it_was_started(
+    tenant_client, me, fake_stripe, time_machine
+):
+    # 23:30 UTC on 3 December is 4 December in Berlin, the landlord's time zone.
+    time_machine.move_to(datetime(2026, 12, 3, 23, 30, tzinfo=UTC), tick=False)
+    payment = card_payment(me, key="portal-waiting", amount_minor=30_000)
+
+    receipt = text(tenant_client.get(reverse("portal:payment_detail", args=[payment.pk])))
+
+    assert "<dt>Started</dt><dd>Dec. 4, 2026</dd>" in receipt
+    assert "<dt>Received</dt>" not in receipt
 
 
 def test_the_profile_saves_contact_details_and_language_with_an_audit_record(tenant_client, me):
