@@ -7,6 +7,8 @@ never stored, so it cannot disagree with the money.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -180,6 +182,13 @@ class Invoice(LandlordOwned):
 
     def __str__(self) -> str:
         return self.number or f"Draft {self.pk}"
+
+    @property
+    def period_last_day(self) -> date:
+        """The last day the invoice covers: the period is stored half-open,
+        `[period_start, period_end)`, but people read "1–30 November", as the PDF
+        prints it."""
+        return self.period_end - timedelta(days=1)
 
 
 class InvoiceLine(models.Model):

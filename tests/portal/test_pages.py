@@ -156,6 +156,19 @@ def test_the_invoice_page_shows_lines_and_the_payments_towards_it(tenant_client,
     assert reverse("portal:payment_detail", args=[payment.pk]) in page
 
 
+def test_the_invoice_page_shows_the_period_with_its_last_day_like_the_pdf(tenant_client, me):
+    # Stored half-open, [1 Nov, 1 Dec); the tenant reads the last day it covers.
+    assert (me.november.period_start, me.november.period_end) == (
+        date(2026, 11, 1),
+        date(2026, 12, 1),
+    )
+
+    page = text(tenant_client.get(reverse("portal:invoice_detail", args=[me.november.pk])))
+
+    assert "<dt>Period</dt><dd>Nov. 1, 2026 – Nov. 30, 2026</dd>" in page
+    assert "Dec. 1, 2026" not in page
+
+
 def test_payments_show_processing_succeeded_and_failed_with_the_reason(tenant_client, me):
     common = {
         "landlord": me.landlord,
