@@ -14,7 +14,8 @@ from money.currency import to_minor
 from payments.forms import MAX_MINOR
 from payments.models import STRIPE_METHODS, Method
 from portal import selectors
-from portal.formats import decimal_comma
+from portal.formats import PORTAL_LANGUAGES, decimal_comma
+from tenants.models import validate_phone
 
 
 class PortalAuthenticationForm(AuthenticationForm):
@@ -83,9 +84,15 @@ class ProfileForm(forms.Form):
         label=_("Phone"),
         max_length=40,
         required=False,
+        validators=[validate_phone],
         widget=forms.TextInput(attrs={"autocomplete": "tel", "inputmode": "tel"}),
     )
-    language = forms.ChoiceField(label=_("Language"), choices=settings.LANGUAGES)
+    # Only languages the portal has texts for: a tenant choosing another would
+    # still read English here.
+    language = forms.ChoiceField(
+        label=_("Language"),
+        choices=[(code, name) for code, name in settings.LANGUAGES if code in PORTAL_LANGUAGES],
+    )
 
 
 class PayForm(forms.Form):

@@ -56,8 +56,9 @@ from payments.models import (
     PaymentStatus,
     SavedPaymentMethod,
 )
+from portal.formats import PORTAL_LANGUAGES
 from portal.models import TenantInvitation
-from tenants.models import Tenant
+from tenants.models import Tenant, validate_phone
 from tenants.services import audit
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,13 @@ def tenant_profile_update(*, tenant: Tenant, actor, **fields) -> Tenant:
     unknown = set(fields) - set(PROFILE_FIELDS)
     if unknown:
         raise ValidationError(f"Not editable in the portal: {', '.join(sorted(unknown))}")
+    if fields.get("phone"):
+        try:
+            validate_phone(fields["phone"])
+        except ValidationError as exc:
+            raise ValidationError({"phone": exc.messages}) from exc
+    if "language" in fields and fields["language"] not in PORTAL_LANGUAGES:
+        raise ValidationError({"language": _("Choose one of the languages offered.")})
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     changed = {}
     for name, value in fields.items():

@@ -585,7 +585,9 @@ class ProfileView(PortalView):
             initial={
                 "email": self.tenant.email,
                 "phone": self.tenant.phone,
-                "language": self.tenant.language,
+                # A language the portal lacks (set by staff) shows as the one the
+                # tenant actually reads here.
+                "language": portal_language(self.tenant.language),
             }
         )
         return self.render("portal/profile.html", form=form)

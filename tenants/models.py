@@ -7,6 +7,7 @@ a form or a race between two requests cannot store an impossible lease.
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from datetime import date, datetime, time
 
@@ -33,6 +34,28 @@ def validate_currency(code: str) -> None:
 def validate_timezone(name: str) -> None:
     if name not in zoneinfo.available_timezones():
         raise ValidationError(_("%(name)s is not a known time zone."), params={"name": name})
+
+
+# E.164-ish, as people write numbers: an optional "+", then digits with spaces,
+# dashes or brackets between them. 6 to 20 digits: shorter is no reachable number,
+# E.164 itself stops at 15 (room left for trunk prefixes and extensions).
+PHONE_SHAPE = re.compile(r"\+?[0-9 ()-]+")
+PHONE_DIGITS = (6, 20)
+
+
+def validate_phone(value: str) -> None:
+    """A phone number dunning can send SMS to (Tenant.phone). Not a field validator
+    on the model, so rows saved before it stay editable; forms and services that
+    take a phone number call it."""
+    digits = sum(c.isdigit() for c in value)
+    if not PHONE_SHAPE.fullmatch(value) or not PHONE_DIGITS[0] <= digits <= PHONE_DIGITS[1]:
+        raise ValidationError(
+            _(
+                "Enter a phone number like +49 30 1234567: digits, spaces, dashes and "
+                "brackets, with an optional + in front."
+            ),
+            code="phone",
+        )
 
 
 CURRENCY_SHAPE = Q(currency__regex=r"^[A-Z]{3}$")

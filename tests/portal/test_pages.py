@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime
 
 import pytest
 from django.core import mail
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from payments import services as payment_services
 from payments.models import Method, Payment, PaymentStatus, Source
+from portal import services as portal_services
 from tenants.models import AuditEvent, Tenant
 from tests.factories import PASSWORD, TenantFactory, UserFactory
 from tests.payments.conftest import deliver as deliver
@@ -323,6 +325,67 @@ def test_the_profile_refuses_a_bad_email_and_changes_nothing(tenant_client, me):
     assert "Enter a valid email address." in text(response)
     assert Tenant.objects.get(pk=me.tenant.pk).email == "ada@example.test"
     assert not AuditEvent.objects.filter(action="portal.profile").exists()
+
+
+@pytest.mark.parametrize("phone", ["not a phone ###", "12345", "+49 30 1234 abc", "+" + "1" * 21])
+def test_the_profile_refuses_a_phone_sms_cannot_reach_and_changes_nothing(tenant_client, me, phone):
+    response = tenant_client.post(
+        reverse("portal:profile"),
+        {"email": "ada.new@example.test", "phone": phone, "language": "en"},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["phone"] == [
+        "Enter a phone number like +49 30 1234567: digits, spaces, dashes and "
+        "brackets, with an optional + in front."
+    ]
+    tenant = Tenant.objects.get(pk=me.tenant.pk)
+    assert (tenant.email, tenant.phone) == ("ada@example.test", "")
+    assert not AuditEvent.objects.filter(action="portal.profile").exists()
+
+
+@pytest.mark.parametrize("phone", ["+49 (30) 123-4567", "030 1234567", "+1 212 555 0100"])
+def test_the_profile_accepts_phones_as_people_write_them(tenant_client, me, phone):
+    response = tenant_client.post(
+        reverse("portal:profile"), {"email": "", "phone": phone, "language": "en"}
+    )
+
+    assert response.status_code == 302
+    assert Tenant.objects.get(pk=me.tenant.pk).phone == phone
+
+
+def test_the_profile_service_refuses_a_bad_phone_and_an_unsupported_language(me):
+    with pytest.raises(ValidationError) as bad_phone:
+        portal_services.tenant_profile_update(
+            tenant=me.tenant, actor=me.user, phone="not a phone ###"
+        )
+    with pytest.raises(ValidationError) as french:
+        portal_services.tenant_profile_update(tenant=me.tenant, actor=me.user, language="fr")
+
+    assert set(bad_phone.value.message_dict) == {"phone"}
+    assert set(french.value.message_dict) == {"language"}
+    tenant = Tenant.objects.get(pk=me.tenant.pk)
+    assert (tenant.phone, tenant.language) == ("", "en")
+
+
+def test_the_profile_offers_only_the_languages_the_portal_speaks(tenant_client, me):
+    form = tenant_client.get(reverse("portal:profile")).context["form"]
+    refused = tenant_client.post(
+        reverse("portal:profile"), {"email": "", "phone": "", "language": "fr"}
+    )
+
+    assert form.fields["language"].choices == [("en", "English"), ("de", "Deutsch")]
+    assert "language" in refused.context["form"].errors
+    assert Tenant.objects.get(pk=me.tenant.pk).language == "en"
+
+
+def test_a_language_the_portal_lacks_shows_as_english_in_the_profile(tenant_client, me):
+    # Staff may pick French on the dashboard; the portal shows such a tenant English.
+    Tenant.objects.filter(pk=me.tenant.pk).update(language="fr")
+
+    form = tenant_client.get(reverse("portal:profile")).context["form"]
+
+    assert form["language"].value() == "en"
 
 
 def test_the_portal_speaks_the_tenants_language(tenant_client, me):
