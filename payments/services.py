@@ -40,12 +40,12 @@ from datetime import UTC, date, datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 
-from invoices.models import Channel, Invoice, InvoiceState, Notification
+from invoices.models import Channel, Invoice, InvoiceKind, InvoiceState, Notification
 from invoices.selectors import invoice_balances
 from ledger.models import Account, AccountCode, LedgerEntry, LedgerTransaction
 from ledger.selectors import account_balance
@@ -1056,6 +1056,38 @@ def _amount_due(*, landlord: Landlord, tenant: Tenant, currency: str, invoice) -
     return owed - _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
 
 
+def _months_rent(*, landlord: Landlord, tenant: Tenant, currency: str) -> int:
+    """One month's rent-equivalent: the tenant's largest issued rent invoice in
+    `currency`, so tax and every monthly charge count and a prorated first month
+    does not stand for a month. 0 before their first invoice."""
+    largest = (
+        Invoice.objects.for_landlord(landlord)
+        .filter(tenant=tenant, currency=currency, kind=InvoiceKind.RENT, state=InvoiceState.ISSUED)
+        .aggregate(largest=Max("total_minor"))["largest"]
+    )
+    return largest or 0
+
+
+def _amount_ceiling(*, landlord: Landlord, tenant: Tenant, currency: str, invoice, due: int) -> int:
+    """The most one online payment may be: what the tenant owes in `currency` (their
+    balance, or nothing when they hold credit) plus one month's rent; never less than
+    `due`, what the chosen invoice itself asks. Per payment: credit already held does
+    not lower it, so a tenant in credit can still pay a month ahead.
+
+    Paying ahead is allowed (the rest becomes credit), but an amount typed wrong
+    (1,000,000 for 1,000) would otherwise be charged to the card in full, and giving
+    it back is a refund that costs fees and days. A sanity limit, checked before the
+    payment exists and outside the tenant lock: two payments started at the same
+    moment may each pass it."""
+    balance = (
+        due
+        if invoice is None
+        else _amount_due(landlord=landlord, tenant=tenant, currency=currency, invoice=None)
+    )
+    months_rent = _months_rent(landlord=landlord, tenant=tenant, currency=currency)
+    return max(due, max(balance, 0) + months_rent)
+
+
 def payment_settings_get(*, landlord: Landlord) -> PaymentSettings:
     """The landlord's payment settings; the defaults (unsaved) if never changed."""
     row = PaymentSettings.objects.filter(landlord=landlord).first()
@@ -1129,7 +1161,9 @@ def payment_intent_create(
 
     Less than what is due is refused (a field error on `amount`) unless
     `allow_partial`: the portal passes the landlord's setting (PaymentSettings, see
-    payment_settings_get). More than what is due is accepted and becomes tenant credit.
+    payment_settings_get). More than what is due is accepted and becomes tenant credit,
+    up to what the tenant owes plus one month's rent (_amount_ceiling); more than that
+    is refused on `amount` too. Nothing is written when an amount is refused.
     `method` must suit the currency (SEPA: EUR, ACH: USD). Calling again with the
     same `idempotency_key` returns the same payment and intent. With
     `payment_method_id` and `confirm` the intent is confirmed server-side; a decline
@@ -1164,6 +1198,21 @@ def payment_intent_create(
                 {
                     "amount": _("Pay the full amount due: %(due)s.")
                     % {"due": format_money(due, currency)}
+                }
+            )
+        ceiling = _amount_ceiling(
+            landlord=landlord, tenant=tenant, currency=currency, invoice=invoice, due=due
+        )
+        if amount_minor > ceiling:
+            if ceiling <= 0:
+                raise ValidationError({"amount": _("There is nothing to pay in advance now.")})
+            raise ValidationError(
+                {
+                    "amount": _(
+                        "You can pay at most %(max)s now: what you owe plus one month's "
+                        "rent in advance."
+                    )
+                    % {"max": format_money(ceiling, currency)}
                 }
             )
         account = _stripe_account(landlord)

@@ -15,7 +15,8 @@ Rules:
 - The tenant may pay one invoice or the whole balance of a currency, part of it if
   the landlord allows partial payments (payments.PaymentSettings, read here and
   enforced by payments.services.payment_intent_create), or more: the rest is kept
-  as credit.
+  as credit, up to one month's rent beyond what they owe (a larger amount is refused
+  on `amount` before anything is written or sent to Stripe).
 - Card, and the bank debit of the currency's scheme: SEPA Direct Debit for EUR, ACH
   (`us_bank_account`) for USD. Card and SEPA are set up in the browser with a
   SetupIntent (`confirmCardSetup` / `confirmSepaDebitSetup`) and confirmed here; ACH
@@ -369,7 +370,7 @@ def portal_payment_start(
     A decline comes back as `failed` with Stripe's reason (nothing posted); a card
     that wants 3-D Secure as `requires_action` with the client secret for Stripe.js.
     The amount rules (partial payments per the landlord's setting, more becomes
-    credit) are payments.services.payment_intent_create's. With `save_method` a card
+    credit up to a month's rent ahead) are payments.services.payment_intent_create's. With `save_method` a card
     or SEPA mandate that was not declined is kept and turned on for autopay.
     """
     landlord = tenant.landlord

@@ -271,6 +271,52 @@ def test_paying_more_than_the_balance_keeps_the_rest_as_credit(tenant_client, me
     books_ok(me.landlord)
 
 
+def test_an_absurd_amount_is_refused_on_the_amount_field_and_nothing_is_charged(
+    tenant_client, me, fake_stripe
+):
+    fields = pay_form(tenant_client, invoice=me.november.pk)
+
+    response = pay(tenant_client, fields, fake_stripe, amount="1000000.00")
+
+    # Owed: 2,400.00; one month's rent ahead (1,200.00) is the most it may leave as credit.
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "invalid",
+        "errors": {
+            "amount": [
+                "You can pay at most €3,600.00 now: what you owe plus one month's rent in advance."
+            ]
+        },
+    }
+    assert not Payment.objects.filter(tenant=me.tenant, source="stripe").exists()
+    assert fake_stripe.keys("payment_intent_create") == []
+    assert tenant_balance(landlord=me.landlord, tenant=me.tenant) == {"EUR": 240_000}
+
+
+def test_without_script_the_refused_amount_shows_as_an_error_on_the_amount_field(
+    tenant_client, me, fake_stripe
+):
+    fields = pay_form(tenant_client, currency="EUR")
+    data = {**fields, "payment_method_id": fake_stripe.add_card(), "amount": "3600.01"}
+
+    response = tenant_client.post(reverse("portal:pay"), data)
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["amount"] == [
+        "You can pay at most €3,600.00 now: what you owe plus one month's rent in advance."
+    ]
+    assert not Payment.objects.filter(tenant=me.tenant, source="stripe").exists()
+
+
+def test_paying_a_month_ahead_is_still_accepted(tenant_client, me, fake_stripe):
+    fields = pay_form(tenant_client, currency="EUR")
+
+    body = pay(tenant_client, fields, fake_stripe, amount="3600.00").json()
+
+    assert body["status"] == "succeeded"
+    assert tenant_balance(landlord=me.landlord, tenant=me.tenant) == {"EUR": -120_000}
+
+
 def test_the_whole_balance_is_paid_across_invoices_oldest_first(tenant_client, me, fake_stripe):
     fields = pay_form(tenant_client, currency="EUR")
 
