@@ -7,7 +7,8 @@ import uuid
 from django import forms
 
 from invoices.models import Invoice, InvoiceState
-from money.currency import is_known_currency, to_minor
+from invoices.selectors import invoice_balances
+from money.currency import from_minor, is_known_currency, to_minor
 from payments.models import MANUAL_METHODS, Method
 
 # Far above any rent, far below the database's bigint.
@@ -48,13 +49,22 @@ class ManualPaymentForm(forms.Form):
 
     def __init__(self, *args, landlord, tenant, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["invoice"].queryset = (
+        issued = (
             Invoice.objects.for_landlord(landlord)
             .filter(tenant=tenant, state=InvoiceState.ISSUED)
             .order_by("-issue_date", "-pk")
         )
+        # Only invoices with something left to pay: choosing a paid one would only turn
+        # the payment into credit. A tenant has a few dozen invoices: one balance query.
+        open_minor = {
+            pk: minor
+            for pk, minor in invoice_balances(landlord=landlord, invoices=issued).items()
+            if minor > 0
+        }
+        self.fields["invoice"].queryset = issued.filter(pk__in=list(open_minor))
         self.fields["invoice"].label_from_instance = lambda inv: (
-            f"{inv.number} · {inv.period_start:%b %Y} · {inv.currency}"
+            f"{inv.number} · {inv.period_start:%b %Y} · "
+            f"{from_minor(open_minor.get(inv.pk, 0), inv.currency)} {inv.currency} open"
         )
         if not self.is_bound:
             self.initial.setdefault("token", uuid.uuid4().hex)

@@ -492,3 +492,14 @@ def test_the_record_form_can_start_with_an_invoice_chosen(staff_client, world):
         url("tenant_payment_record", world.tenant.pk), {"invoice": world.other_invoices[0].pk}
     )
     assert "invoice" not in theirs.context["form"].initial
+
+
+def test_the_record_payment_form_offers_only_invoices_with_something_left_to_pay(
+    staff_client, world
+):
+    record(world)  # pays November in full
+    page = staff_client.get(url("tenant_payment_record", world.tenant.pk))
+    choices = list(page.context["form"].fields["invoice"].queryset)
+    assert choices == [world.december]
+    assert f"{world.december.number} · Dec 2026 · " in page.content.decode()
+    assert world.november.number not in page.content.decode().split('name="invoice"')[1]
