@@ -469,11 +469,13 @@ def _payment_post(
                     document_id=invoice.pk,
                 )
             )
+    with override("en"):  # the ledger is one record for everyone, never a visitor's language
+        method = str(payment.get_method_display())
     specs = [
         TransactionSpec(
             idempotency_key=f"payment:{payment.pk}:post",
             effective_at=when,
-            description=f"Payment {payment.pk} ({payment.get_method_display()})"[:300],
+            description=f"Payment {payment.pk} ({method})"[:300],
             entries=entries,
             document_kind=DOCUMENT_KIND,
             document_id=payment.pk,

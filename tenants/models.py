@@ -21,7 +21,7 @@ from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
-from money.currency import is_known_currency
+from money.currency import MAX_TYPED_MINOR, is_known_currency
 
 
 def validate_currency(code: str) -> None:
@@ -377,6 +377,11 @@ class Lease(LandlordOwned):
             models.CheckConstraint(
                 condition=Q(deposit_minor__gte=0), name="lease_deposit_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(deposit_minor__lte=MAX_TYPED_MINOR),
+                name="lease_deposit_at_most_max",
+                violation_error_message=_("A deposit is at most 10^12 minor units."),
+            ),
             models.CheckConstraint(condition=CURRENCY_SHAPE, name="lease_currency_iso"),
             models.CheckConstraint(
                 condition=Q(status__in=LeaseStatus.values), name="lease_status_valid"
@@ -439,6 +444,13 @@ class Charge(LandlordOwned):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="charge_amount_positive"),
+            # Totals of a lease's charges, with tax, must fit a bigint at month end: a
+            # bigger charge once stalled its landlord's whole billing run.
+            models.CheckConstraint(
+                condition=Q(amount_minor__lte=MAX_TYPED_MINOR),
+                name="charge_amount_at_most_max",
+                violation_error_message=_("A charge is at most 10^12 minor units."),
+            ),
             models.CheckConstraint(condition=~Q(kind="late_fee"), name="charge_not_late_fee"),
             models.CheckConstraint(
                 condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")),

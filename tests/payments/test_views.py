@@ -503,3 +503,16 @@ def test_the_record_payment_form_offers_only_invoices_with_something_left_to_pay
     assert choices == [world.december]
     assert f"{world.december.number} · Dec 2026 · " in page.content.decode()
     assert world.november.number not in page.content.decode().split('name="invoice"')[1]
+
+
+def test_a_payment_posted_while_german_is_active_is_described_in_english(world):
+    # The ledger is append-only and read by everyone: "Payment 112 (Karte)" was stored
+    # for a payment posted during a German tenant's request.
+    from django.utils import translation
+
+    from ledger.models import LedgerTransaction
+
+    with translation.override("de"):
+        payment = record(world)
+    posting = LedgerTransaction.objects.get(pk=payment.posting_id)
+    assert posting.description == f"Payment {payment.pk} (Cheque)"

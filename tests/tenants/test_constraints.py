@@ -38,6 +38,14 @@ def test_a_charge_amount_that_is_not_positive_is_refused_by_the_database(lease, 
         ChargeFactory(lease=lease, amount_minor=amount)
 
 
+def test_a_charge_or_deposit_above_the_typed_maximum_is_refused_by_the_database(lease, unit):
+    with refused_by("charge_amount_at_most_max"), transaction.atomic():
+        ChargeFactory(lease=lease, amount_minor=10**12 + 1)
+    with refused_by("lease_deposit_at_most_max"), transaction.atomic():
+        LeaseFactory(unit=unit, start_date=date(2030, 1, 1), deposit_minor=10**12 + 1)
+    ChargeFactory(lease=lease, amount_minor=10**12)  # the maximum itself is fine
+
+
 def test_a_lease_ending_before_it_starts_is_refused_by_the_database(unit):
     with refused_by("lease_end_after_start"), transaction.atomic():
         LeaseFactory(unit=unit, start_date=FEB, end_date=JAN)
