@@ -313,8 +313,29 @@ def _invoice_issued(notification: Notification) -> RenderedMessage:
     )
 
 
+def _invoice_voided(notification: Notification) -> RenderedMessage:
+    """The "that invoice no longer stands" message, to whoever was sent the invoice."""
+    invoice = notification.invoice
+    if invoice is None or invoice.state != InvoiceState.VOID:
+        raise Undeliverable("invoice_voided notification without a void invoice")
+    landlord, tenant = notification.landlord, notification.tenant
+    lang = document_language(tenant.language)
+    context = {
+        "tenant": tenant,
+        "landlord": landlord,
+        "number": invoice.number,
+        "period": format_date_range(invoice.period_start, invoice.period_end, language=lang),
+        "reason": invoice.void_reason,
+        "portal_url": f"{settings.SITE_URL.rstrip('/')}/portal/invoices/{invoice.pk}/",
+    }
+    subject = " ".join(_render_template("invoice_voided_subject", "txt", lang, context).split())
+    text = _render_template("invoice_voided", "txt", lang, context).strip() + "\n"
+    return RenderedMessage(subject=subject, text=text, sms=" ".join(text.split()))
+
+
 # Kind → renderer. A new kind (dunning's reminders) adds its renderer here, or writes
 # its subject and body on the row when it queues it.
 RENDERERS: dict[str, Callable[[Notification], RenderedMessage]] = {
     "invoice_issued": _invoice_issued,
+    "invoice_voided": _invoice_voided,
 }

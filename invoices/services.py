@@ -38,6 +38,7 @@ from invoices.models import (
     InvoiceState,
     MeterReading,
     Notification,
+    NotificationStatus,
     TaxRate,
 )
 from invoices.selectors import leases_issued_by
@@ -1426,7 +1427,40 @@ def invoice_void(*, invoice: Invoice, reason: str, actor) -> Invoice:
         obj=locked,
         summary=f"Voided {locked.number}: {reason}",
     )
+    _void_notice_queue(invoice=locked)
     return locked
+
+
+def _void_notice_queue(*, invoice: Invoice) -> None:
+    """Tell a tenant who was emailed the invoice that it no longer stands, once (the
+    outbox's unique key), after commit. An invoice not yet sent needs no notice: its
+    queued email is dropped when it finds the invoice void."""
+    issued = (
+        Notification.objects.filter(
+            landlord=invoice.landlord,
+            invoice=invoice,
+            kind="invoice_issued",
+            channel=Channel.EMAIL,
+            status=NotificationStatus.SENT,
+        )
+        .values_list("to_address", flat=True)
+        .first()
+    )
+    if not issued:
+        return
+    notice, created = Notification.objects.get_or_create(
+        landlord=invoice.landlord,
+        dedupe_key=f"invoice:{invoice.pk}:voided:email",
+        defaults={
+            "kind": "invoice_voided",
+            "channel": Channel.EMAIL,
+            "tenant_id": invoice.tenant_id,
+            "invoice": invoice,
+            "to_address": issued,
+        },
+    )
+    if created:
+        transaction.on_commit(lambda: _enqueue_notifications([notice.pk]))
 
 
 def _paid_to_credit(*, invoice: Invoice, when: datetime) -> None:

@@ -261,6 +261,42 @@ def test_a_voided_invoice_is_not_emailed(queued, invoice, mailoutbox):
     assert row.status == NotificationStatus.FAILED
     assert "voided" in row.last_error
     assert mailoutbox == []
+    # Never received, so nothing to take back either.
+    assert not Notification.objects.filter(kind="invoice_voided").exists()
+
+
+@pytest.mark.parametrize(
+    ("language", "subject", "lines"),
+    [
+        (
+            "en",
+            "Invoice INV-2026-000001 from Acme Lettings has been cancelled",
+            ["Reason: Billed the wrong unit", "You do not need to pay it."],
+        ),
+        (
+            "de",
+            "Rechnung INV-2026-000001 von Acme Lettings wurde storniert",
+            ["Grund: Billed the wrong unit", "Sie müssen sie nicht bezahlen."],
+        ),
+    ],
+)
+def test_voiding_a_sent_invoice_tells_the_tenant_once_in_their_language(
+    queued, invoice, mailoutbox, django_capture_on_commit_callbacks, language, subject, lines
+):
+    invoice.tenant.language = language
+    invoice.tenant.save(update_fields=["language"])
+    notifications_send(notification_ids=[queued.pk], now=NOW)
+    mailoutbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        invoice_void(invoice=invoice, reason="Billed the wrong unit", actor=None)
+
+    notice = Notification.objects.get(invoice=invoice, kind="invoice_voided")
+    assert (notice.status, notice.to_address) == (NotificationStatus.SENT, "alice@example.test")
+    (email,) = mailoutbox
+    assert email.subject == subject and email.to == ["alice@example.test"]
+    assert all(line in email.body for line in lines)
+    assert "https://app.rentledger.test/portal/invoices/" in email.body
 
 
 @pytest.mark.django_db(transaction=True)
