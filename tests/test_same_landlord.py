@@ -66,11 +66,16 @@ LEDGER_COMMIT_CHECKED = {
     ("ledger_ledgerentry", "account_id"),
     ("ledger_ledgertransaction", "reverses_id"),
 }
-# A many-to-many link table, named as (table, "left_column+right_column").
-_table, _name, (_left, _), (_right, _) = _migration(
-    "tenants", "0003_same_landlord_rows"
-).LEASE_TENANTS
-LEASE_TENANTS = (_table, f"{_left}+{_right}")
+# Link tables without a landlord of their own (the lease-tenant many-to-many, a run's
+# recorded issue), as (table, "left_column+right_column"): their two rows must be one
+# landlord's.
+PAIRS = {
+    (table, f"{left}+{right}")
+    for table, _name, (left, _), (right, _) in [
+        _migration("tenants", "0003_same_landlord_rows").LEASE_TENANTS,
+        _migration("invoices", "0006_billing_run_issue_same_landlord").RUN_ISSUE,
+    ]
+}
 
 
 def sql(statement: str, params=()) -> int:
@@ -172,11 +177,23 @@ def test_every_reference_between_landlord_owned_tables_is_checked_by_postgresql(
             if _landlord_owned(field.related_model):
                 link = f"{field.m2m_column_name()}+{field.m2m_reverse_name()}"
                 wanted.add((field.m2m_db_table(), link))
+    for model in apps.get_models():
+        # A row without a landlord linking two landlords' rows (not a many-to-many's
+        # auto-created table, listed above from its field).
+        if _landlord_owned(model) or model._meta.auto_created:
+            continue
+        links = [
+            f.column
+            for f in model._meta.concrete_fields
+            if f.is_relation and _landlord_owned(f.related_model)
+        ]
+        if len(links) >= 2:
+            wanted.add((model._meta.db_table, "+".join(links)))
     checked = (
         {(r.child, r.column) for r in ROW_REFERENCES}
         | {(r.child, r.column) for r in STATEMENT_REFERENCES if r.same_landlord}
         | LEDGER_COMMIT_CHECKED
-        | {LEASE_TENANTS}
+        | PAIRS
     )
     assert wanted - checked == set()
     assert wanted == checked, "a check names a column that is not a reference"
@@ -253,6 +270,16 @@ def test_a_dunning_step_naming_another_landlords_payment_is_refused(a, b):
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db
+def test_a_billing_run_issue_cannot_name_another_landlords_lease(a, b):
+    insert = (
+        "INSERT INTO invoices_billingrunissue (created_at, run_id, lease_id, kind, message)"
+        " VALUES (now(), %s, %s, 'error', 'No charges')"
+    )
+    refused_as("run_issue_lease_ref", insert, [a.rows.run.pk, b.rows.lease.pk])
+    assert sql(insert, [a.rows.run.pk, a.rows.lease.pk]) == 1
+
+
 def test_a_lease_cannot_list_another_landlords_tenant(a, b):
     lease = a.rows.lease
     with pytest.raises(IntegrityError, match="lease_tenant_ref"), transaction.atomic():

@@ -26,7 +26,7 @@ DEC = date(2026, 12, 1)
 @pytest.fixture
 def late_lease(landlord, other_landlord):
     """A Berlin lease that moved in on 12 November, due in 5 days; November was missed.
-    Landlord B has a lease billed on time, which nothing here may touch."""
+    Landlord B has a lease too, which billing A must not touch."""
     charge = ChargeFactory(
         lease__unit__property__landlord=landlord,
         lease__start_date=date(2026, 11, 12),
@@ -75,6 +75,7 @@ def test_a_month_billed_late_is_dated_today_and_due_after_the_leases_due_days(
     assert effective == {landlord.day_start(date(2026, 12, 7))}
     # November, as reported on 1 December, is unchanged.
     assert trial_balance(landlord=landlord, before=landlord.day_start(DEC)) == before
+    assert not Invoice.objects.filter(landlord=other_landlord).exists()
 
 
 def test_dunning_waits_for_the_new_due_date_of_a_late_invoice(

@@ -36,5 +36,6 @@ def test_the_end_page_of_an_ended_lease_says_so_instead_of_offering_the_form(
         unit__property__landlord=landlord, end_date=date(2026, 10, 15), status="ended"
     )
     page = staff_client.get(reverse("dashboard:lease_end", args=[lease.pk])).content.decode()
-    assert "This lease is ended" in page and "ended on 2026-10-15" in page
+    assert "This lease is ended" in page
+    assert "2026-10-15 as the first day the unit is free" in page
     assert "Yes, end the lease" not in page
