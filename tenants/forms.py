@@ -13,7 +13,17 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
 from money.currency import MAX_TYPED_MINOR, from_minor, is_known_currency, to_minor
-from tenants.models import Charge, ChargeKind, Landlord, Lease, Property, Role, Tenant, Unit
+from tenants.models import (
+    Charge,
+    ChargeKind,
+    Landlord,
+    Lease,
+    Property,
+    Role,
+    Tenant,
+    Unit,
+    validate_phone,
+)
 
 TIMEZONE_CHOICES = sorted((tz, tz) for tz in zoneinfo.available_timezones() if "/" in tz)
 DATE_INPUT = forms.DateInput(attrs={"type": "date"})
@@ -171,6 +181,14 @@ class TenantForm(forms.ModelForm):
     class Meta:
         model = Tenant
         fields = ["full_name", "email", "phone", "language", "timezone"]
+
+    def clean_phone(self) -> str:
+        """Dunning texts this number, so a new or changed one must look like one; a
+        number stored before the check stays editable as long as it is not changed."""
+        phone = (self.cleaned_data.get("phone") or "").strip()
+        if phone and phone != (self.instance.phone or ""):
+            validate_phone(phone)
+        return phone
 
 
 class LeaseForm(forms.ModelForm):

@@ -294,6 +294,29 @@ def test_a_malformed_tenant_email_is_an_email_error(staff_client, mine):
     assert counts() == before
 
 
+def test_a_phone_dunning_cannot_text_is_a_phone_error_and_an_old_one_stays_editable(
+    staff_client, mine
+):
+    before = counts()
+    response = staff_client.post(
+        reverse("dashboard:tenant_create"),
+        {"full_name": "Eve", "phone": "not a phone ###", "language": "en"},
+    )
+    assert_field_error(response, "phone", "Enter a phone number like +49 30 1234567")
+    assert counts() == before
+
+    # A number stored before the check: saving other fields keeps it as it is.
+    tenant = mine.tenant
+    Tenant.objects.filter(pk=tenant.pk).update(phone="ext. 12")
+    response = staff_client.post(
+        reverse("dashboard:tenant_edit", args=[tenant.pk]),
+        {"full_name": "Renamed", "phone": "ext. 12", "language": "en"},
+    )
+    assert response.status_code == 302
+    tenant.refresh_from_db()
+    assert (tenant.full_name, tenant.phone) == ("Renamed", "ext. 12")
+
+
 def test_a_charge_in_another_currency_than_its_lease_is_a_currency_error(staff_client, mine):
     before = counts()
 
