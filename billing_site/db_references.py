@@ -321,6 +321,12 @@ def reverse_sql(tag: str, references: list[Reference]) -> str:
 # otherwise slip past the landlord check.
 
 
+def _plain_identifiers(*names: str) -> None:
+    for name in names:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"not a plain SQL identifier: {name!r}")
+
+
 @dataclass(frozen=True)
 class RowReference:
     """`child.column` names a row of `parent` that must belong to the child row's
@@ -332,9 +338,7 @@ class RowReference:
     parent: str
 
     def __post_init__(self) -> None:
-        for name in (self.name, self.child, self.column, self.parent):
-            if not _IDENTIFIER.match(name):
-                raise ValueError(f"not a plain SQL identifier: {name!r}")
+        _plain_identifiers(self.name, self.child, self.column, self.parent)
 
 
 def same_landlord_row_sql(child: str, references: list[RowReference]) -> str:
@@ -412,9 +416,7 @@ def same_landlord_pair_sql(
     """For a link table without a landlord of its own (a many-to-many's): the rows named
     by `left` = (column, parent table) and `right` must belong to one landlord."""
     (lcol, lparent), (rcol, rparent) = left, right
-    for part in (table, name, lcol, lparent, rcol, rparent):
-        if not _IDENTIFIER.match(part):
-            raise ValueError(f"not a plain SQL identifier: {part!r}")
+    _plain_identifiers(table, name, lcol, lparent, rcol, rparent)
     fn = f"{table}_same_landlord"
     return f"""
 CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -463,8 +465,7 @@ LANDLORD_FIXED_FUNCTION_DROP_SQL = "DROP FUNCTION landlord_fixed();"
 
 def landlord_fixed_sql(table: str) -> str:
     """Refuse any UPDATE that changes `table`'s landlord_id (function in tenants 0003)."""
-    if not _IDENTIFIER.match(table):
-        raise ValueError(f"not a plain SQL identifier: {table!r}")
+    _plain_identifiers(table)
     return f"""
 CREATE TRIGGER {table}_landlord_fixed
     BEFORE UPDATE ON {table}
@@ -493,9 +494,10 @@ def rows_reverse_sql(references: list[RowReference], fixed: list[str]) -> str:
     return "".join(out)
 
 
-def existing_rows_check_sql(references: list[RowReference]) -> str:
-    """Run once by a migration adding row checks: fail, naming the reference, if rows
-    written before it already cross landlords (as adding an FK validates old rows)."""
+def existing_rows_check_sql(references: list[RowReference] | list[Reference]) -> str:
+    """Run once by a migration adding row (or statement) checks: fail, naming the
+    reference, if rows written before it already cross landlords (as adding an FK
+    validates old rows)."""
     checks = "".join(
         f"""
     IF EXISTS (SELECT 1 FROM {ref.child} c LEFT JOIN {ref.parent} p ON p.id = c.{ref.column}
@@ -507,3 +509,25 @@ def existing_rows_check_sql(references: list[RowReference]) -> str:
         for ref in references
     )
     return f"DO $$\nBEGIN{checks}\nEND\n$$;\n"
+
+
+def existing_pairs_check_sql(
+    table: str, name: str, left: tuple[str, str], right: tuple[str, str]
+) -> str:
+    """`existing_rows_check_sql` for a link table checked by `same_landlord_pair_sql`
+    (same arguments): its two rows must already be one landlord's."""
+    (lcol, lparent), (rcol, rparent) = left, right
+    _plain_identifiers(table, name, lcol, lparent, rcol, rparent)
+    return f"""
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {table} x
+                 JOIN {lparent} l ON l.id = x.{lcol}
+                 JOIN {rparent} r ON r.id = x.{rcol}
+                WHERE l.landlord_id <> r.landlord_id) THEN
+        RAISE EXCEPTION 'existing rows of "{table}" break "{name}": fix them before migrating'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = '{name}';
+    END IF;
+END
+$$;
+"""

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 
 from dunning import rules
 from dunning.models import Action, Channels, DunningPolicy, FeeKind
-from money.currency import from_minor, to_minor
+from money.currency import MAX_TYPED_MINOR, from_minor, to_minor
 
 TIME_INPUT = forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -31,8 +31,8 @@ def amount_text(minor: int | None, currency: str) -> str:
     return str(from_minor(int(minor), currency))
 
 
-# Far above any rent fee, far below the database's 64-bit limit.
-MAX_MINOR = 10**12
+# The bound of every typed amount (charges, deposits, fees): money.currency.
+MAX_MINOR = MAX_TYPED_MINOR
 
 
 class MoneyField(forms.CharField):

@@ -19,7 +19,12 @@ import pytest
 from django.apps import apps
 from django.db import IntegrityError, connection, transaction
 
-from billing_site.db_references import Reference, RowReference, existing_rows_check_sql
+from billing_site.db_references import (
+    Reference,
+    RowReference,
+    existing_pairs_check_sql,
+    existing_rows_check_sql,
+)
 from dunning.models import DunningPolicy, DunningStep
 from invoices.models import Invoice, InvoiceKind
 from ledger.models import Account, AccountCode, AccountKind
@@ -392,3 +397,18 @@ def test_the_migration_check_finds_rows_written_before_the_checks(a, b):
     finally:
         sql("ALTER TABLE payments_payment ENABLE TRIGGER payments_payment_same_landlord_update")
     refused_as(ref.name, existing_rows_check_sql(ROW_REFERENCES))
+
+
+@pytest.mark.django_db
+def test_the_migration_check_finds_link_rows_written_before_the_checks(a, b):
+    lease_tenants = _migration("tenants", "0003_same_landlord_rows").LEASE_TENANTS
+    sql(existing_pairs_check_sql(*lease_tenants))  # nothing crossed yet
+    sql("SET CONSTRAINTS ALL IMMEDIATE")
+    sql(
+        "ALTER TABLE tenants_lease_tenants DISABLE TRIGGER tenants_lease_tenants_same_landlord_insert"
+    )
+    sql(
+        "INSERT INTO tenants_lease_tenants (lease_id, tenant_id) VALUES (%s, %s)",
+        [a.rows.lease.pk, b.rows.tenant.pk],
+    )
+    refused_as("lease_tenant_ref", existing_pairs_check_sql(*lease_tenants))

@@ -52,10 +52,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunSQL(
-            existing_rows_check_sql(
-                [RowReference(ADJUSTS.name, ADJUSTS.child, ADJUSTS.column, ADJUSTS.parent)]
-                + ROW_REFERENCES
-            ),
+            existing_rows_check_sql([ADJUSTS]) + existing_rows_check_sql(ROW_REFERENCES),
             migrations.RunSQL.noop,
         ),
         migrations.AlterField(

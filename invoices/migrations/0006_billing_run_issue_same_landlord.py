@@ -7,7 +7,11 @@ skipped or failed, a few rows per run, so a row trigger costs the month end noth
 
 from django.db import migrations
 
-from billing_site.db_references import same_landlord_pair_drop_sql, same_landlord_pair_sql
+from billing_site.db_references import (
+    existing_pairs_check_sql,
+    same_landlord_pair_drop_sql,
+    same_landlord_pair_sql,
+)
 
 RUN_ISSUE = (
     "invoices_billingrunissue",
@@ -15,26 +19,13 @@ RUN_ISSUE = (
     ("run_id", "invoices_billingrun"),
     ("lease_id", "tenants_lease"),
 )
-EXISTING_SQL = """
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM invoices_billingrunissue i
-                 JOIN invoices_billingrun r ON r.id = i.run_id
-                 JOIN tenants_lease l ON l.id = i.lease_id
-                WHERE r.landlord_id <> l.landlord_id) THEN
-        RAISE EXCEPTION 'existing rows of "invoices_billingrunissue" break "run_issue_lease_ref": fix them before migrating'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'run_issue_lease_ref';
-    END IF;
-END
-$$;
-"""
 
 
 class Migration(migrations.Migration):
     dependencies = [("invoices", "0005_same_landlord_rows")]
 
     operations = [
-        migrations.RunSQL(EXISTING_SQL, migrations.RunSQL.noop),
+        migrations.RunSQL(existing_pairs_check_sql(*RUN_ISSUE), migrations.RunSQL.noop),
         migrations.RunSQL(
             same_landlord_pair_sql(*RUN_ISSUE), same_landlord_pair_drop_sql(RUN_ISSUE[0])
         ),

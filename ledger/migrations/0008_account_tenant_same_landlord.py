@@ -16,7 +16,6 @@ from billing_site.db_references import (
     landlord_fixed_drop_sql,
     landlord_fixed_sql,
     reverse_sql,
-    RowReference,
 )
 
 REFERENCES = [
@@ -32,12 +31,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(
-            existing_rows_check_sql(
-                [RowReference(r.name, r.child, r.column, r.parent) for r in REFERENCES]
-            ),
-            migrations.RunSQL.noop,
-        ),
+        migrations.RunSQL(existing_rows_check_sql(REFERENCES), migrations.RunSQL.noop),
         migrations.AlterField(
             model_name="account",
             name="tenant",

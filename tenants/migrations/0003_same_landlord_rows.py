@@ -12,6 +12,7 @@ from billing_site.db_references import (
     LANDLORD_FIXED_FUNCTION_DROP_SQL,
     LANDLORD_FIXED_FUNCTION_SQL,
     RowReference,
+    existing_pairs_check_sql,
     existing_rows_check_sql,
     rows_forward_sql,
     rows_reverse_sql,
@@ -37,27 +38,13 @@ LEASE_TENANTS = (
     ("lease_id", "tenants_lease"),
     ("tenant_id", "tenants_tenant"),
 )
-EXISTING_LEASE_TENANTS_SQL = """
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM tenants_lease_tenants lt
-                 JOIN tenants_lease l ON l.id = lt.lease_id
-                 JOIN tenants_tenant t ON t.id = lt.tenant_id
-                WHERE l.landlord_id <> t.landlord_id) THEN
-        RAISE EXCEPTION 'existing rows of "tenants_lease_tenants" break "lease_tenant_ref": fix them before migrating'
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'lease_tenant_ref';
-    END IF;
-END
-$$;
-"""
-
 
 class Migration(migrations.Migration):
     dependencies = [("tenants", "0002_tenant_timezone_late_fee_kind")]
 
     operations = [
         migrations.RunSQL(
-            existing_rows_check_sql(REFERENCES) + EXISTING_LEASE_TENANTS_SQL,
+            existing_rows_check_sql(REFERENCES) + existing_pairs_check_sql(*LEASE_TENANTS),
             migrations.RunSQL.noop,
         ),
         migrations.RunSQL(LANDLORD_FIXED_FUNCTION_SQL, LANDLORD_FIXED_FUNCTION_DROP_SQL),
