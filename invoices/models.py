@@ -119,8 +119,9 @@ class Invoice(LandlordOwned):
         db_constraint=False,
     )
     kind = models.CharField(max_length=8, choices=InvoiceKind.choices, default=InvoiceKind.RENT)
-    # A late-fee invoice names the rent invoice it charges for; issued invoices are
-    # never edited, so a fee is its own document with its own number and posting.
+    # A late-fee invoice names the rent invoice it charges for; a rent invoice that
+    # names one replaces it (lease ended after billing). Issued invoices are never
+    # edited, so a fee or a replacement is its own document, number and posting.
     # Checked per statement with the other references (invoices migration 0005).
     adjusts = models.ForeignKey(
         "self",
@@ -148,14 +149,22 @@ class Invoice(LandlordOwned):
     class Meta:
         constraints = [
             # The exactly-once key of the billing run: one invoice per lease and period.
+            # A replacement (a rent invoice that `adjusts` the one it replaces, written
+            # when the lease ended after billing, decision 0017) is outside it: the
+            # original stays, void, and keeps the period billed for the run.
             models.UniqueConstraint(
                 fields=["lease", "period_start"],
-                condition=Q(kind="rent"),
+                condition=Q(kind="rent", adjusts__isnull=True),
                 name="invoice_one_per_lease_period",
             ),
+            # ... and an invoice is replaced at most once.
+            models.UniqueConstraint(
+                fields=["adjusts"],
+                condition=Q(kind="rent"),
+                name="invoice_one_replacement",
+            ),
             models.CheckConstraint(
-                condition=Q(kind="rent", adjusts__isnull=True)
-                | Q(kind="late_fee", adjusts__isnull=False),
+                condition=Q(kind="rent") | Q(kind="late_fee", adjusts__isnull=False),
                 name="invoice_fee_adjusts_rent",
             ),
             models.UniqueConstraint(fields=["landlord", "number"], name="invoice_unique_number"),

@@ -74,6 +74,7 @@ LABELS: dict[str, dict[str, str]] = {
         "void_reason": "Reason",
         "draft": "DRAFT",
         "draft_banner": "Draft for review. This is not an invoice and is not payable yet.",
+        "replaces": "Replaces",
     },
     "de": {
         "invoice": "Rechnung",
@@ -104,6 +105,7 @@ LABELS: dict[str, dict[str, str]] = {
         "void_reason": "Grund",
         "draft": "ENTWURF",
         "draft_banner": "Entwurf zur Prüfung. Dies ist keine Rechnung und noch nicht zahlbar.",
+        "replaces": "Ersetzt Rechnung",
     },
 }
 _DATE_FORMATS = {"en": "d MMM y", "de": "d. MMM y"}
@@ -287,6 +289,10 @@ def _context(*, invoice: Invoice) -> dict:
             ),
         ],
         "number": invoice.number or f"{labels['draft_number']} {invoice.pk}",
+        # A rent invoice issued in place of a voided one (lease ended after billing).
+        "replaces": (
+            invoice.adjusts.number if invoice.kind == "rent" and invoice.adjusts_id else ""
+        ),
         "issue_date": format_day(invoice.issue_date, language=lang),
         "due_date": format_day(invoice.due_date, language=lang),
         "period": format_date_range(invoice.period_start, invoice.period_end, language=lang),

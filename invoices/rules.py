@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from money.rounding import allocate, days_in_month, multiply, prorate_month, tax
+from money.rounding import allocate, days_in_month, multiply, prorate_days, prorate_month, tax
 
 # Same values as tenants.models.ChargeFrequency / ChargeKind (kept here so this module
 # needs no Django app registry; a test checks they agree).
@@ -260,6 +260,55 @@ def invoice_lines_for(
         period_start=period_start,
         period_end=period_end,
     )
+
+
+def lines_after_lease_end(
+    lines: Sequence[LineDraft], *, end_date: date, recurring: Mapping[int, str]
+) -> tuple[LineDraft, ...] | None:
+    """The lines an issued invoice keeps when its lease ends on `end_date` (the first
+    day the unit is free) after the invoice was written; None when none changes.
+
+    Only recurring lines (`recurring`: monthly charge id → its label) bill days: each is
+    cut to `[service_start, end_date)`, its amount the billed amount's share of those
+    days (`money.rounding.prorate_days`, so kept + credited = billed to the cent) and
+    its tax recomputed at the rate it was billed with; a line with no day left goes.
+    One-off charges and metered usage were owed whenever the lease ends and stay as
+    they are. docs/decisions/0017-a-lease-ended-after-billing.md.
+    """
+    kept: list[LineDraft] = []
+    changed = False
+    for line in lines:
+        label = recurring.get(line.charge_id) if line.charge_id is not None else None
+        if label is None or line.service_end <= end_date:
+            kept.append(line)
+            continue
+        changed = True
+        if line.service_start >= end_date:
+            continue
+        days = (line.service_end - line.service_start).days
+        covered = (end_date - line.service_start).days
+        amount = prorate_days(line.amount_minor, days=days, covered_days=covered)
+        if amount == 0:
+            continue
+        month_days = days_in_month(line.service_start)
+        kept.append(
+            LineDraft(
+                charge_id=line.charge_id,
+                kind=line.kind,
+                description=(
+                    f"{label} ({_day_range(line.service_start, end_date)}, "
+                    f"{covered}/{month_days} days)"
+                ),
+                quantity=1,
+                unit_amount_minor=amount,
+                amount_minor=amount,
+                tax_rate_bp=line.tax_rate_bp,
+                tax_minor=tax(amount, line.tax_rate_bp),
+                service_start=line.service_start,
+                service_end=end_date,
+            )
+        )
+    return tuple(kept) if changed else None
 
 
 def utility_lines_from_readings(

@@ -324,6 +324,14 @@ def invoice_get(*, landlord: Landlord, pk) -> Invoice:
     )
 
 
+def invoice_replacement(*, landlord: Landlord, invoice: Invoice) -> Invoice | None:
+    """The invoice issued in place of `invoice` when its lease ended after it was
+    billed (decision 0017), if any."""
+    return (
+        Invoice.objects.for_landlord(landlord).filter(adjusts=invoice, kind="rent").first()
+    )
+
+
 def invoice_transactions(*, landlord: Landlord, invoice: Invoice) -> QuerySet[LedgerTransaction]:
     """Every posting that touches the invoice, in chain order, entries prefetched: its
     issue and void (the transaction names the invoice) and payments, credits or
@@ -488,3 +496,16 @@ def meter_reading_list(*, landlord: Landlord, unit: Unit | None = None) -> Query
     if unit is not None:
         return qs.filter(unit=unit).order_by("meter", "-reading_date", "-pk")
     return qs.order_by("-reading_date", "-pk")
+
+
+def lease_invoices_billing_after(
+    *, landlord: Landlord, lease: Lease, day: date
+) -> QuerySet[Invoice]:
+    """The lease's rent invoices, issued or draft, that bill days after `day`
+    (newest first): the ones ending the lease on `day` may void and replace."""
+    return (
+        Invoice.objects.for_landlord(landlord)
+        .filter(lease=lease, kind="rent", period_end__gt=day)
+        .exclude(state=InvoiceState.VOID)
+        .order_by("-period_start", "-pk")
+    )

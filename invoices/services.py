@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from itertools import zip_longest
@@ -22,7 +22,7 @@ from typing import NamedTuple
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Sum
 from django.utils import timezone
 
 from invoices import rules, selectors
@@ -45,9 +45,10 @@ from invoices.selectors import leases_issued_by
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger
 from ledger.hashing import EntryContent
-from ledger.models import AccountCode, LedgerTransaction, income_account_code
+from ledger.models import AccountCode, LedgerEntry, LedgerTransaction, income_account_code
 from ledger.services import prepared_cursor, prepared_rows
 from money import rounding as money_rounding
+from tenants import services as tenant_services
 from tenants.models import (
     AuditEvent,
     Charge,
@@ -98,10 +99,10 @@ def _without_invoice_or_issue(
     period_start = next(iter(runs.values())).period_start
     with prepared_cursor() as cursor:
         cursor.execute(
-            # `kind = 'rent'`: the predicate of the partial unique (lease, period) index.
+            # The predicate of the partial unique (lease, period) index, so it is used.
             "SELECT l.id, NULL::bigint FROM unnest(%s::bigint[]) AS l(id) CROSS JOIN LATERAL"
-            " (SELECT FROM invoices_invoice i WHERE i.lease_id = l.id"
-            " AND i.period_start = %s AND i.kind = 'rent' LIMIT 1) AS invoiced"
+            " (SELECT FROM invoices_invoice i WHERE i.lease_id = l.id AND i.period_start = %s"
+            " AND i.kind = 'rent' AND i.adjusts_id IS NULL LIMIT 1) AS invoiced"
             " UNION ALL "
             "SELECT lease_id, run_id FROM invoices_billingrunissue"
             " WHERE run_id = ANY(%s::bigint[]) AND lease_id = ANY(%s::bigint[])",
@@ -1505,6 +1506,278 @@ def _paid_to_credit(*, invoice: Invoice, when: datetime) -> None:
                 amount_minor=-paid,
                 currency=invoice.currency,
                 lease_id=invoice.lease_id,
+            ),
+        ],
+        **ref,
+    )
+
+
+# --- a lease ended after it was billed ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseEnded:
+    """What `lease_end_and_rebill` did besides ending the lease."""
+
+    lease: Lease
+    voided: tuple[Invoice, ...]  # issued invoices that no longer stand
+    replacements: tuple[Invoice, ...]  # the invoices issued for the days still let
+    drafts_changed: int  # drafts of a run under review cut short (or dropped)
+
+
+@transaction.atomic
+def lease_end_and_rebill(
+    *, landlord: Landlord, lease: Lease, end_date: date, reason: str, actor
+) -> LeaseEnded:
+    """End a lease (`tenants.services.lease_end`) and bring what was billed for days
+    from `end_date` on (the first day the unit is free) into line, in one transaction.
+
+    An issued rent invoice is never edited: one that billed such days is voided (its
+    posting reversed, money paid on it kept as the tenant's credit) and, when some of
+    its days were still let or it carried one-off or metered charges, replaced by a
+    new invoice for exactly those (`rules.lines_after_lease_end`), numbered in the
+    series and dated today like any invoice written late (decision 0016). The credit
+    from the void pays the replacement at once, as far as it goes. Drafts of a run
+    under review are cut short in place (they have no number or posting yet).
+    Decision 0017.
+    """
+    lease = tenant_services.lease_end(
+        landlord=landlord, lease=lease, end_date=end_date, reason=reason, actor=actor
+    )
+    recurring = {
+        pk: (description.strip() or rules.kind_label(kind))
+        for pk, kind, description in Charge.objects.for_landlord(landlord)
+        .filter(lease=lease, frequency=ChargeFrequency.MONTHLY)
+        .values_list("pk", "kind", "description")
+    }
+    affected = list(
+        Invoice.objects.for_landlord(landlord)
+        .filter(lease=lease, kind="rent", period_end__gt=end_date)
+        .exclude(state=InvoiceState.VOID)
+        .select_related("landlord")
+        .order_by("period_start", "pk")
+    )
+    stored: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for line in InvoiceLine.objects.filter(invoice__in=affected).order_by("invoice_id", "position"):
+        stored[line.invoice_id].append(line)
+    voided: list[Invoice] = []
+    replacements: list[Invoice] = []
+    drafts_changed = 0
+    for invoice in affected:
+        kept = rules.lines_after_lease_end(
+            [_line_draft(line, invoice) for line in stored[invoice.pk]],
+            end_date=end_date,
+            recurring=recurring,
+        )
+        if kept is None:
+            continue
+        if invoice.state == InvoiceState.DRAFT:
+            _draft_cut(invoice=invoice, lines=kept)
+            drafts_changed += 1
+            continue
+        voided_invoice, replacement = _invoice_replace(
+            invoice=invoice, lines=kept, end_date=end_date, actor=actor
+        )
+        voided.append(voided_invoice)
+        if replacement is not None:
+            replacements.append(replacement)
+    return LeaseEnded(
+        lease=lease,
+        voided=tuple(voided),
+        replacements=tuple(replacements),
+        drafts_changed=drafts_changed,
+    )
+
+
+def _line_draft(line: InvoiceLine, invoice: Invoice) -> rules.LineDraft:
+    return rules.LineDraft(
+        charge_id=line.charge_id,
+        kind=line.kind,
+        description=line.description,
+        quantity=line.quantity,
+        unit_amount_minor=line.unit_amount_minor,
+        amount_minor=line.amount_minor,
+        tax_rate_bp=line.tax_rate_bp,
+        tax_minor=line.tax_minor,
+        service_start=line.service_start or invoice.period_start,
+        service_end=line.service_end or invoice.period_end,
+    )
+
+
+def _invoice_lines(invoice: Invoice, lines: Sequence[rules.LineDraft]) -> list[InvoiceLine]:
+    return [
+        InvoiceLine(
+            invoice=invoice,
+            position=position,
+            charge_id=line.charge_id,
+            kind=line.kind,
+            description=line.description[:300],
+            quantity=line.quantity,
+            unit_amount_minor=line.unit_amount_minor,
+            amount_minor=line.amount_minor,
+            tax_rate_bp=line.tax_rate_bp,
+            tax_minor=line.tax_minor,
+            service_start=line.service_start,
+            service_end=line.service_end,
+        )
+        for position, line in enumerate(lines, start=1)
+    ]
+
+
+def _draft_cut(*, invoice: Invoice, lines: Sequence[rules.LineDraft]) -> None:
+    """A draft is not issued yet, so it is rewritten; with nothing left it goes, and
+    its run counts one lease and one invoice fewer (as discarding drafts does)."""
+    InvoiceLine.objects.filter(invoice=invoice).delete()
+    if not lines:
+        Invoice.objects.filter(pk=invoice.pk, state=InvoiceState.DRAFT).delete()
+        if invoice.billing_run_id is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE invoices_billingrun SET invoices_created = invoices_created - 1,"
+                    " leases_due = GREATEST(leases_due - 1, 0), updated_at = %s WHERE id = %s",
+                    [timezone.now(), invoice.billing_run_id],
+                )
+        return
+    InvoiceLine.objects.bulk_create(_invoice_lines(invoice, lines))
+    subtotal = sum(line.amount_minor for line in lines)
+    tax_minor = sum(line.tax_minor for line in lines)
+    Invoice.objects.filter(pk=invoice.pk, state=InvoiceState.DRAFT).update(
+        subtotal_minor=subtotal,
+        tax_minor=tax_minor,
+        total_minor=subtotal + tax_minor,
+        updated_at=timezone.now(),
+    )
+
+
+def _invoice_replace(
+    *, invoice: Invoice, lines: Sequence[rules.LineDraft], end_date: date, actor
+) -> tuple[Invoice, Invoice | None]:
+    """Void `invoice` and, if `lines` bill anything, issue its replacement."""
+    landlord = invoice.landlord
+    ended = f"the lease ended, the unit is free from {end_date:%Y-%m-%d}"
+    if not lines:
+        return invoice_void(
+            invoice=invoice, reason=f"No days left to bill: {ended}", actor=actor
+        ), None
+    settings_row = invoice_settings_get(landlord=landlord)
+    (number,) = _allocate_numbers(
+        landlord=landlord,
+        series=settings_row.number_prefix,
+        year=invoice.period_start.year,
+        count=1,
+    )
+    voided = invoice_void(invoice=invoice, reason=f"Replaced by {number}: {ended}", actor=actor)
+    now = timezone.now()
+    issue_date = timezone.localdate(now, landlord.tz)
+    due_days = Lease.objects.filter(pk=invoice.lease_id).values_list("due_days", flat=True)[0]
+    subtotal = sum(line.amount_minor for line in lines)
+    tax_minor = sum(line.tax_minor for line in lines)
+    replacement = Invoice.objects.create(
+        landlord=landlord,
+        lease_id=invoice.lease_id,
+        tenant_id=invoice.tenant_id,
+        kind="rent",
+        adjusts=invoice,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        issue_date=issue_date,
+        due_date=issue_date + timedelta(days=due_days),
+        currency=invoice.currency,
+        number=number,
+        state=InvoiceState.ISSUED,
+        subtotal_minor=subtotal,
+        tax_minor=tax_minor,
+        total_minor=subtotal + tax_minor,
+        bill_to_name=invoice.bill_to_name,
+    )
+    InvoiceLine.objects.bulk_create(_invoice_lines(replacement, lines))
+    plan = _posting_plan(
+        currency=replacement.currency,
+        tenant_id=replacement.tenant_id,
+        total_minor=replacement.total_minor,
+        lines=lines,
+    )
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys={k for k, _a in plan})
+    ref = {"document_kind": DOCUMENT_KIND, "document_id": replacement.pk}
+    ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key=f"invoice:{replacement.pk}:issue",
+        effective_at=landlord.day_start(issue_date),
+        description=f"Invoice {number}, replacing {invoice.number}",
+        entries=[
+            ledger.EntrySpec(
+                account=accounts[key],
+                amount_minor=amount,
+                currency=replacement.currency,
+                tenant_id=replacement.tenant_id,
+                lease_id=replacement.lease_id,
+                **ref,
+            )
+            for key, amount in plan
+        ],
+        **ref,
+    )
+    _void_credit_to_replacement(voided=voided, replacement=replacement, when=now)
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="invoice.replace",
+        obj=replacement,
+        summary=f"Issued {number} replacing {invoice.number}: {ended}",
+    )
+    if settings_row.send_emails:
+        email = Tenant.objects.filter(pk=replacement.tenant_id).values_list("email", flat=True)[0]
+        if email:
+            notice = Notification.objects.create(
+                landlord=landlord,
+                dedupe_key=f"invoice:{replacement.pk}:issued:email",
+                kind="invoice_issued",
+                channel=Channel.EMAIL,
+                tenant_id=replacement.tenant_id,
+                invoice=replacement,
+                to_address=email,
+            )
+            transaction.on_commit(lambda: _enqueue_notifications([notice.pk]))
+    return voided, replacement
+
+
+def _void_credit_to_replacement(*, voided: Invoice, replacement: Invoice, when: datetime) -> None:
+    """What was paid on the voided invoice (now the tenant's credit, `_paid_to_credit`)
+    pays its replacement first, up to the replacement's total; the rest stays credit."""
+    paid = (
+        LedgerEntry.objects.filter(
+            landlord=voided.landlord,
+            transaction__idempotency_key=f"invoice:{voided.pk}:void:credit",
+            account__code=AccountCode.TENANT_CREDIT,
+        ).aggregate(total=Sum("amount_minor"))["total"]
+        or 0
+    )
+    amount = min(-paid, replacement.total_minor)
+    if amount <= 0:
+        return
+    landlord = voided.landlord
+    receivable = ledger.AccountKey(AccountCode.RECEIVABLE, voided.currency, voided.tenant_id)
+    credit = ledger.AccountKey(AccountCode.TENANT_CREDIT, voided.currency, voided.tenant_id)
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys=[receivable, credit])
+    ref = {"document_kind": DOCUMENT_KIND, "document_id": replacement.pk}
+    ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key=f"invoice:{replacement.pk}:paid-from:{voided.pk}",
+        effective_at=when,
+        description=f"Paid on void {voided.number} applied to {replacement.number}",
+        entries=[
+            ledger.EntrySpec(
+                account=accounts[credit],
+                amount_minor=amount,
+                currency=voided.currency,
+                lease_id=voided.lease_id,
+            ),
+            ledger.EntrySpec(
+                account=accounts[receivable],
+                amount_minor=-amount,
+                currency=voided.currency,
+                lease_id=voided.lease_id,
+                **ref,
             ),
         ],
         **ref,

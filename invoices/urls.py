@@ -5,6 +5,8 @@ from django.urls import path
 from invoices import views
 
 urlpatterns = [
+    # Ending a lease may void and replace invoices, so the page lives with them.
+    path("leases/<int:pk>/end/", views.LeaseEndView.as_view(), name="lease_end"),
     path("billing/", views.BillingRunListView.as_view(), name="billingrun_list"),
     path("billing/run/", views.BillingRunStartView.as_view(), name="billingrun_start"),
     path("billing/settings/", views.InvoiceSettingsView.as_view(), name="invoice_settings"),

@@ -30,8 +30,8 @@ from invoices.models import (
 from ledger import selectors as ledger_selectors
 from tenants import selectors as tenant_selectors
 from tenants.exports import csv_amount, csv_download, csv_text
-from tenants.forms import apply_service_errors
-from tenants.models import Permission, Tenant, Unit
+from tenants.forms import EndLeaseForm, apply_service_errors
+from tenants.models import Lease, Permission, Tenant, Unit
 from tenants.query import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -410,6 +410,7 @@ class InvoiceDetailView(StaffView):
             balance=balance,
             transactions=selectors.invoice_transactions(landlord=self.landlord, invoice=invoice),
             notifications=selectors.invoice_notifications(landlord=self.landlord, invoice=invoice),
+            replaced_by=selectors.invoice_replacement(landlord=self.landlord, invoice=invoice),
         )
 
 
@@ -515,3 +516,50 @@ class TenantStatementCsvView(StaffView):
             ),
             rows=rows(),
         )
+
+
+class LeaseEndView(StaffView):
+    """End a lease: a confirmation page with the move-out date and reason, the
+    invoices that may be voided and replaced, and what was done afterwards."""
+
+    permission = Permission.EDIT_LEASES
+
+    def page(self, lease: Lease, form):
+        invoices = selectors.lease_invoices_billing_after(
+            landlord=self.landlord, lease=lease, day=lease.start_date
+        )[:6]
+        return self.render("dashboard/lease_end.html", object=lease, form=form, invoices=invoices)
+
+    def get(self, request, pk: int):
+        lease = self.get_scoped(Lease, pk)
+        return self.page(lease, EndLeaseForm(initial={"end_date": lease.end_date or self.today()}))
+
+    def post(self, request, pk: int):
+        lease = self.get_scoped(Lease, pk)
+        form = EndLeaseForm(request.POST)
+        if form.is_valid():
+            try:
+                ended = services.lease_end_and_rebill(
+                    landlord=self.landlord,
+                    lease=lease,
+                    actor=request.user,
+                    end_date=form.cleaned_data["end_date"],
+                    reason=form.cleaned_data["reason"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                done = ["Lease ended."]
+                if ended.voided:
+                    done.append("Voided " + ", ".join(str(i) for i in ended.voided) + ".")
+                if ended.replacements:
+                    done.append(
+                        "Issued "
+                        + ", ".join(str(i) for i in ended.replacements)
+                        + " for what is still owed."
+                    )
+                if ended.drafts_changed:
+                    done.append(f"{ended.drafts_changed} draft invoice(s) cut to the end date.")
+                messages.success(request, " ".join(done))
+                return redirect("dashboard:lease_detail", pk=lease.pk)
+        return self.page(lease, form)

@@ -96,6 +96,22 @@ def prorate_month(amount: int, *, month_start: date, covered_start: date, covere
     return divide(amount * end, total_days) - divide(amount * start, total_days)
 
 
+def prorate_days(amount: int, *, days: int, covered_days: int) -> int:
+    """The share of `amount`, billed for `days` days, that falls on the first
+    `covered_days` of them: `round(amount * covered_days / days)`, half-even.
+
+    Used to cut an issued line short (a lease ended after it was billed,
+    docs/decisions/0017): the share kept and `amount - share` credited always add up
+    to the amount billed. For a whole-month line this is exactly `prorate_month` from
+    the 1st.
+    """
+    _require_int(amount=amount, days=days, covered_days=covered_days)
+    if days <= 0:
+        raise ValueError("days must be positive")
+    covered_days = min(max(covered_days, 0), days)
+    return divide(amount * covered_days, days)
+
+
 def quantize(value: Decimal) -> int:
     """Round an already-computed Decimal amount of minor units (e.g. metered usage).
 

@@ -21,7 +21,6 @@ urlpatterns = [
     path("leases/new/", views.LeaseFormView.as_view(), name="lease_create"),
     path("leases/<int:pk>/", views.LeaseDetailView.as_view(), name="lease_detail"),
     path("leases/<int:pk>/edit/", views.LeaseFormView.as_view(), name="lease_edit"),
-    path("leases/<int:pk>/end/", views.LeaseEndView.as_view(), name="lease_end"),
     path(
         "leases/<int:lease_pk>/charges/new/", views.ChargeFormView.as_view(), name="charge_create"
     ),

@@ -20,7 +20,6 @@ from django.views import View
 from tenants import selectors, services
 from tenants.forms import (
     ChargeForm,
-    EndLeaseForm,
     InviteStaffForm,
     LandlordSettingsForm,
     LeaseForm,
@@ -313,36 +312,6 @@ class LeaseFormView(ObjectFormView):
             tenants=list(form.cleaned_data["tenants"]),
             **form.service_fields(),
         )
-
-
-class LeaseEndView(StaffView):
-    """End a lease early: a confirmation page with the move-out date and reason."""
-
-    permission = Permission.EDIT_LEASES
-
-    def get(self, request, pk: int):
-        lease = self.get_scoped(Lease, pk)
-        form = EndLeaseForm(initial={"end_date": lease.end_date or self.today()})
-        return self.render("dashboard/lease_end.html", object=lease, form=form)
-
-    def post(self, request, pk: int):
-        lease = self.get_scoped(Lease, pk)
-        form = EndLeaseForm(request.POST)
-        if form.is_valid():
-            try:
-                services.lease_end(
-                    landlord=self.landlord,
-                    lease=lease,
-                    actor=request.user,
-                    end_date=form.cleaned_data["end_date"],
-                    reason=form.cleaned_data["reason"],
-                )
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                messages.success(request, "Lease ended.")
-                return redirect("dashboard:lease_detail", pk=lease.pk)
-        return self.render("dashboard/lease_end.html", object=lease, form=form)
 
 
 class ChargeFormView(ObjectFormView):
