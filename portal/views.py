@@ -30,7 +30,7 @@ from django.views import View
 from payments import stripe_client
 from payments.models import BANK_DEBIT_METHODS, Method, PaymentStatus
 from portal import selectors, services
-from portal.formats import portal_language
+from portal.formats import failure_text, portal_language
 from portal.forms import (
     InvitationAcceptForm,
     PayForm,
@@ -338,7 +338,7 @@ def _status_json(payment) -> dict:
         "method": payment.method,
         "payment_status": payment.status,
         "label": str(PaymentStatus(payment.status).label),
-        "message": payment.failure_message,
+        "message": failure_text(payment),
         "payment_url": reverse("portal:payment_detail", args=[payment.pk]),
     }
 
@@ -459,7 +459,8 @@ class PayView(PortalView):
             return redirect("portal:payment_detail", outcome.payment.pk)
         body = _status_json(outcome.payment) | {
             "status": outcome.status,
-            "message": outcome.message,
+            # The tenant's language, not Stripe's English (portal.formats.failure_text).
+            "message": failure_text(outcome.payment) or outcome.message,
             "client_secret": outcome.client_secret if outcome.status == "requires_action" else "",
             "status_url": reverse("portal:payment_status", args=[outcome.payment.pk]),
         }

@@ -3,7 +3,7 @@ from django.utils import timezone
 from django.utils.translation import get_language
 
 from money.currency import format_money, from_minor
-from portal.formats import decimal_comma
+from portal.formats import decimal_comma, failure_text
 from portal.models import TenantInvitation
 
 register = template.Library()
@@ -70,3 +70,9 @@ def portal_invite(context, tenant):
         "may_invite": bool(can.get("edit_properties") or can.get("manage_money")),
         "csrf_token": context.get("csrf_token"),
     }
+
+
+@register.filter(name="failure_text")
+def failure_text_filter(payment):
+    """Why a payment failed, in the page's language (`portal.formats.failure_text`)."""
+    return failure_text(payment)

@@ -444,3 +444,38 @@ def test_a_german_tenant_types_the_amount_with_a_decimal_comma(tenant_client, me
     assert wrong.json()["errors"]["amount"] == ["Geben Sie einen Betrag wie 250,00 ein."]
     assert body["status"] == "succeeded"
     assert open_on(me, me.november) == 120_000 - 100_050
+
+
+@pytest.mark.parametrize(
+    ("decline", "german"),
+    [
+        (
+            {"code": "card_declined", "decline_code": "insufficient_funds"},
+            "Auf Ihrem Kartenkonto ist nicht genug Deckung.",
+        ),
+        ({"code": "expired_card"}, "Ihre Karte ist abgelaufen."),
+        ({"code": "card_declined", "decline_code": "something_new"}, "Ihre Karte wurde abgelehnt."),
+        ({"code": "no_such_code"}, "Die Zahlung ist nicht durchgegangen."),
+    ],
+)
+def test_a_german_tenant_reads_why_the_card_was_declined_in_german(
+    tenant_client, me, fake_stripe, decline, german
+):
+    Tenant.objects.filter(pk=me.tenant.pk).update(language="de")
+    fake_stripe.decline = {**decline, "message": "Your card was declined (Stripe's English)."}
+    fields = pay_form(tenant_client, invoice=me.november.pk)
+
+    body = pay(tenant_client, fields, fake_stripe).json()
+
+    assert body["status"] == "failed"
+    assert body["message"] == german
+    payment = Payment.objects.get(tenant=me.tenant, source="stripe")
+    # Stripe's words are kept for staff; the tenant's pages speak German.
+    assert payment.failure_message == "Your card was declined (Stripe's English)."
+    for url in (reverse("portal:payment_detail", args=[payment.pk]), reverse("portal:home")):
+        page = tenant_client.get(url).content.decode()
+        assert "Stripe's English" not in page
+    page = tenant_client.get(reverse("portal:payment_detail", args=[payment.pk])).content.decode()
+    assert german.replace("'", "&#x27;") in page
+    status = tenant_client.get(reverse("portal:payment_status", args=[payment.pk])).json()
+    assert status["message"] == german
