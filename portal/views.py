@@ -596,9 +596,14 @@ class ProfileView(PortalView):
     def post(self, request):
         form = ProfileForm(request.POST)
         if form.is_valid():
+            fields = dict(form.cleaned_data)
+            if fields["language"] == portal_language(self.tenant.language):
+                # Left as shown: keep what staff set, even a language the portal lacks
+                # (the tenant's emails may still be written in it).
+                del fields["language"]
             try:
                 tenant = services.tenant_profile_update(
-                    tenant=self.tenant, actor=request.user, **form.cleaned_data
+                    tenant=self.tenant, actor=request.user, **fields
                 )
             except ValidationError as exc:
                 apply_service_errors(form, exc)

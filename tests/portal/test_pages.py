@@ -388,6 +388,21 @@ def test_a_language_the_portal_lacks_shows_as_english_in_the_profile(tenant_clie
     assert form["language"].value() == "en"
 
 
+def test_saving_the_profile_keeps_a_staff_set_language_unless_the_tenant_changes_it(
+    tenant_client, me
+):
+    Tenant.objects.filter(pk=me.tenant.pk).update(language="fr")
+    url = reverse("portal:profile")
+
+    tenant_client.post(url, {"email": "ada.new@example.test", "phone": "", "language": "en"})
+    me.tenant.refresh_from_db()
+    assert (me.tenant.email, me.tenant.language) == ("ada.new@example.test", "fr")
+
+    tenant_client.post(url, {"email": "ada.new@example.test", "phone": "", "language": "de"})
+    me.tenant.refresh_from_db()
+    assert me.tenant.language == "de"
+
+
 def test_the_portal_speaks_the_tenants_language(tenant_client, me):
     Tenant.objects.filter(pk=me.tenant.pk).update(language="de")
 
