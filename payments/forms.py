@@ -116,3 +116,63 @@ class PaymentSettingsForm(forms.Form):
             "the tenant's credit for the next invoice."
         ),
     )
+
+
+class CreditPayBackForm(forms.Form):
+    """Staff paid a tenant's credit back. Currencies offered are those the tenant holds
+    credit in; the amount is text turned into minor units exactly; `token` makes a
+    double submit record once."""
+
+    amount = forms.CharField(
+        max_length=32,
+        help_text="As paid, e.g. 430.00",
+        error_messages={"required": "Enter the amount paid back."},
+    )
+    currency = forms.ChoiceField(choices=())
+    method = forms.ChoiceField(
+        label="Paid by",
+        choices=[(m.value, m.label) for m in Method if m in MANUAL_METHODS],
+        initial=Method.BANK_TRANSFER,
+    )
+    reference = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Transfer reference or cheque number.",
+    )
+    paid_on = forms.DateField(
+        label="Paid on",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"invalid": "Enter a date as YYYY-MM-DD."},
+    )
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, credits: dict[str, int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["currency"].choices = [(code, code) for code in sorted(credits)]
+        if not self.is_bound:
+            self.initial.setdefault("token", uuid.uuid4().hex)
+            if len(credits) == 1:
+                ((code, held),) = credits.items()
+                self.initial.setdefault("currency", code)
+                self.initial.setdefault("amount", str(from_minor(held, code)))
+
+    def clean(self):
+        data = super().clean()
+        amount, currency = data.get("amount"), data.get("currency")
+        if amount is not None and currency:
+            try:
+                minor = to_minor(amount, currency)
+            except ValueError:
+                self.add_error(
+                    "amount",
+                    f"Enter an amount like 430.50 (no more decimals than {currency} has).",
+                )
+            else:
+                if minor <= 0:
+                    self.add_error("amount", "Enter an amount above zero.")
+                elif minor > MAX_MINOR:
+                    self.add_error("amount", "This amount is too large.")
+                else:
+                    data["amount_minor"] = minor
+        return data

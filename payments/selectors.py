@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
-from ledger.models import LedgerEntry, LedgerTransaction
+from ledger.models import AccountCode, LedgerEntry, LedgerTransaction
 from payments.models import (
     EventStatus,
     Payment,
@@ -143,3 +143,16 @@ def stripe_event_list(*, landlord: Landlord, status: str | None = None) -> Query
     if status in EventStatus.values:
         qs = qs.filter(status=status)
     return qs.order_by("-created_at", "-pk")
+
+
+def tenant_credits(*, landlord: Landlord, tenant: Tenant) -> dict[str, int]:
+    """Credit held for the tenant per currency (positive = in the tenant's favour),
+    only the currencies where they hold some."""
+    rows = (
+        LedgerEntry.objects.for_landlord(landlord)
+        .filter(account__code=AccountCode.TENANT_CREDIT, account__tenant=tenant)
+        .values("currency")
+        .annotate(total=Sum("amount_minor"))
+        .order_by("currency")
+    )
+    return {row["currency"]: -int(row["total"]) for row in rows if row["total"] < 0}

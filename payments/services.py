@@ -1816,6 +1816,91 @@ def _credit_apply(*, landlord: Landlord, tenant_id: int, when: datetime) -> list
     return posted
 
 
+@transaction.atomic
+def tenant_credit_pay_back(
+    *,
+    landlord: Landlord,
+    tenant: Tenant,
+    amount_minor: int,
+    currency: str,
+    method: str,
+    reference: str,
+    paid_on: date,
+    actor,
+    idempotency_key: str,
+) -> LedgerTransaction:
+    """Record that staff paid a tenant's credit back to them (by bank transfer, cheque
+    or cash), e.g. after they moved out: tenant credit → bank, on the day it was paid.
+
+    Credit pays the tenant's open invoices first (applied here, under the tenant lock
+    the credit sweep also takes), so only what is left after that can be paid back.
+    The ledger's unique idempotency key (`credit-payback:<key>`) makes a double submit
+    record once: the second call returns the first posting.
+    """
+    currency = (currency or "").upper()
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
+        raise ValidationError({"amount_minor": _("Enter an amount above zero.")})
+    if method not in MANUAL_METHODS:
+        raise ValidationError({"method": _("Choose cash, cheque or bank transfer.")})
+    if not is_known_currency(currency):
+        raise ValidationError({"currency": _("Unknown currency.")})
+    if tenant.landlord_id != landlord.pk:
+        raise ValidationError("This tenant does not belong to this landlord.")
+    today = timezone.now().astimezone(landlord.tz).date()
+    if paid_on > today:
+        raise ValidationError({"paid_on": _("The date cannot be in the future.")})
+    if not in_calendar(paid_on) or paid_on < today - timedelta(days=365):
+        raise ValidationError({"paid_on": _("Enter a date within the last year.")})
+    key = f"credit-payback:{idempotency_key}"
+    _lock_tenant(tenant.pk)
+    done = LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
+    if done is not None:
+        return done
+    now = timezone.now()
+    _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now)
+    available = _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
+    if amount_minor > available:
+        raise ValidationError(
+            {
+                "amount_minor": _(
+                    "%(tenant)s has %(credit)s of credit once their open invoices are paid from it; pay back at most that."
+                )
+                % {"tenant": tenant.full_name, "credit": format_money(available, currency)}
+                if available
+                else _(
+                    "%(tenant)s has no credit in %(currency)s once their open invoices are paid from it."
+                )
+                % {"tenant": tenant.full_name, "currency": currency}
+            }
+        )
+    credit = AccountKey(AccountCode.TENANT_CREDIT, currency, tenant.pk)
+    bank = AccountKey(AccountCode.BANK, currency)
+    accounts = accounts_get_or_create(landlord=landlord, keys=[credit, bank])
+    reference = (reference or "").strip()[:200]
+    posting = transaction_post(
+        landlord=landlord,
+        idempotency_key=key,
+        effective_at=landlord.day_start(paid_on),
+        description=(
+            f"Credit paid back to {tenant.full_name} by {Method(method).label.lower()}"
+            + (f" ({reference})" if reference else "")
+        )[:300],
+        entries=[
+            EntrySpec(accounts[credit], amount_minor, currency),
+            EntrySpec(accounts[bank], -amount_minor, currency),
+        ],
+    )
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="credit.pay_back",
+        obj=tenant,
+        summary=f"Paid back {format_money(amount_minor, currency)} of credit to {tenant}",
+        data={"reference": reference, "method": method, "paid_on": paid_on.isoformat()},
+    )
+    return posting
+
+
 def tenant_credits_apply_due(*, now: datetime) -> int:
     """Let credit pay invoices issued since it arrived (the beat sweep).
 

@@ -15,6 +15,11 @@ urlpatterns = [
         views.ManualPaymentRecordView.as_view(),
         name="tenant_payment_record",
     ),
+    path(
+        "tenants/<int:pk>/credit/pay-back/",
+        views.CreditPayBackView.as_view(),
+        name="tenant_credit_pay_back",
+    ),
     path("stripe-events/", views.StripeEventListView.as_view(), name="stripe_event_list"),
     path(
         "stripe-events/<int:pk>/",

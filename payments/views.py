@@ -17,7 +17,12 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from payments import selectors, services
-from payments.forms import ManualPaymentForm, PaymentReverseForm, PaymentSettingsForm
+from payments.forms import (
+    CreditPayBackForm,
+    ManualPaymentForm,
+    PaymentReverseForm,
+    PaymentSettingsForm,
+)
 from payments.models import (
     EventStatus,
     Method,
@@ -199,6 +204,51 @@ class ManualPaymentRecordView(StaffView):
                 messages.success(request, f"Payment recorded for {tenant.full_name}.")
                 return redirect("dashboard:payment_detail", pk=payment.pk)
         return self.show(tenant, form)
+
+
+class CreditPayBackView(StaffView):
+    """Record that the tenant's credit was paid back to them (a confirmation form)."""
+
+    model = Tenant  # the object its <pk> names (tests/tenants/test_isolation.py)
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        credits = selectors.tenant_credits(landlord=self.landlord, tenant=tenant)
+        form = CreditPayBackForm(credits=credits, initial={"paid_on": self.today()})
+        return self.show(tenant, credits, form)
+
+    def show(self, tenant, credits, form):
+        return self.render(
+            "payments/dashboard/credit_pay_back.html", tenant=tenant, credits=credits, form=form
+        )
+
+    def post(self, request, pk: int):
+        tenant = self.get_scoped(Tenant, pk)
+        credits = selectors.tenant_credits(landlord=self.landlord, tenant=tenant)
+        form = CreditPayBackForm(request.POST, credits=credits)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.tenant_credit_pay_back(
+                    landlord=self.landlord,
+                    tenant=tenant,
+                    amount_minor=data["amount_minor"],
+                    currency=data["currency"],
+                    method=data["method"],
+                    reference=data["reference"],
+                    paid_on=data["paid_on"],
+                    actor=request.user,
+                    idempotency_key=f"staff-form:{data['token']}",
+                )
+            except ValidationError as exc:
+                if hasattr(exc, "error_dict") and "amount_minor" in exc.error_dict:
+                    exc = ValidationError({"amount": exc.error_dict.pop("amount_minor")})
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Credit paid back to {tenant.full_name} is recorded.")
+                return redirect("dashboard:tenant_statement", pk=tenant.pk)
+        return self.show(tenant, credits, form)
 
 
 class PaymentReverseView(StaffView):
