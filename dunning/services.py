@@ -440,12 +440,24 @@ def _rules_by_lease(invoices: list[Invoice]) -> dict[int, rules.PolicyRules]:
     return out
 
 
-def _load_batch(invoices: list[Invoice]) -> _Batch:
+def _steps_taken(invoices: list[Invoice]) -> dict[int, dict[str, DunningStep]]:
+    """Steps taken per invoice id, by key. A rent invoice that replaces a voided one
+    (its lease ended after billing, invoices decision 0017) carries on where the
+    original's dunning stood: a reminder, notice or fee taken there counts as taken,
+    so the tenant hears nothing twice and the fee cap holds for the month's rent."""
+    replaced = {i.adjusts_id: i.pk for i in invoices if i.kind == InvoiceKind.RENT and i.adjusts_id}
     steps: dict[int, dict[str, DunningStep]] = defaultdict(dict)
-    for step in DunningStep.objects.filter(invoice_id__in=[i.pk for i in invoices]).select_related(
-        "payment"
-    ):
-        steps[step.invoice_id][step.key] = step
+    rows = DunningStep.objects.filter(
+        invoice_id__in=[i.pk for i in invoices] + list(replaced)
+    ).select_related("payment")
+    # The original's first, so the invoice's own step wins for a key both have.
+    for step in sorted(rows, key=lambda s: s.invoice_id not in replaced):
+        steps[replaced.get(step.invoice_id, step.invoice_id)][step.key] = step
+    return steps
+
+
+def _load_batch(invoices: list[Invoice]) -> _Batch:
+    steps = _steps_taken(invoices)
     autopay = dict(
         SavedPaymentMethod.objects.filter(
             tenant_id__in={i.tenant_id for i in invoices}, autopay=True, detached_at__isnull=True
@@ -688,12 +700,17 @@ def _notice(invoice: Invoice, step: DunningStep, *, balance: int, now: datetime)
 
 
 def _fees_charged(invoice: Invoice, *, daily_only: bool = False) -> int:
+    """Late fees standing for the invoice's rent: its own, and those charged on the
+    invoice it replaces (`_steps_taken`), so a replacement never restarts the cap."""
+    rent_ids = [invoice.pk]
+    if invoice.kind == InvoiceKind.RENT and invoice.adjusts_id:
+        rent_ids.append(invoice.adjusts_id)
     qs = Invoice.objects.filter(
-        adjusts=invoice, kind=InvoiceKind.LATE_FEE, state=InvoiceState.ISSUED
+        adjusts_id__in=rent_ids, kind=InvoiceKind.LATE_FEE, state=InvoiceState.ISSUED
     )
     if daily_only:
         qs = qs.filter(
-            pk__in=DunningStep.objects.filter(invoice=invoice, action="daily_fee").values(
+            pk__in=DunningStep.objects.filter(invoice_id__in=rent_ids, action="daily_fee").values(
                 "fee_invoice_id"
             )
         )
@@ -1027,10 +1044,7 @@ def _work_invoice(invoice: Invoice, batch: _Batch, *, now: datetime, counts: Cou
                 return
         if not attempted:
             return
-        batch.steps[invoice.pk] = {
-            s.key: s
-            for s in DunningStep.objects.filter(invoice_id=invoice.pk).select_related("payment")
-        }
+        batch.steps[invoice.pk] = _steps_taken([invoice]).get(invoice.pk, {})
 
 
 def _fallbacks(*, now: datetime, landlord: Landlord | None = None) -> Counter:

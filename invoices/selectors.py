@@ -327,9 +327,7 @@ def invoice_get(*, landlord: Landlord, pk) -> Invoice:
 def invoice_replacement(*, landlord: Landlord, invoice: Invoice) -> Invoice | None:
     """The invoice issued in place of `invoice` when its lease ended after it was
     billed (decision 0017), if any."""
-    return (
-        Invoice.objects.for_landlord(landlord).filter(adjusts=invoice, kind="rent").first()
-    )
+    return Invoice.objects.for_landlord(landlord).filter(adjusts=invoice, kind="rent").first()
 
 
 def invoice_transactions(*, landlord: Landlord, invoice: Invoice) -> QuerySet[LedgerTransaction]:

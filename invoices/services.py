@@ -1550,33 +1550,74 @@ def lease_end_and_rebill(
         .filter(lease=lease, frequency=ChargeFrequency.MONTHLY)
         .values_list("pk", "kind", "description")
     }
-    affected = list(
+    billed = (
         Invoice.objects.for_landlord(landlord)
         .filter(lease=lease, kind="rent", period_end__gt=end_date)
         .exclude(state=InvoiceState.VOID)
+    )
+    # Locks in the order every other writer takes them, so none waits on another in
+    # the opposite order: tenants (payments; dunning, whose late fees then take the
+    # invoice and the number counter), the runs of drafts (their chunks and the draft
+    # review take the run, then the counter), the invoices, then the counters.
+    seen = list(billed.values_list("tenant_id", "billing_run_id", "state"))
+    list(
+        Tenant.objects.select_for_update()
+        .filter(pk__in={tenant_id for tenant_id, _run, _state in seen})
+        .order_by("pk")
+        .values_list("pk")
+    )
+    list(
+        BillingRun.objects.select_for_update()
+        .filter(pk__in={run for _t, run, state in seen if run and state == InvoiceState.DRAFT})
+        .order_by("pk")
+        .values_list("pk")
+    )
+    # Read under the locks: a draft issued meanwhile is an issued invoice now.
+    affected = list(
+        billed.select_for_update(of=("self",))
         .select_related("landlord")
         .order_by("period_start", "pk")
     )
     stored: dict[int, list[InvoiceLine]] = defaultdict(list)
     for line in InvoiceLine.objects.filter(invoice__in=affected).order_by("invoice_id", "position"):
         stored[line.invoice_id].append(line)
-    voided: list[Invoice] = []
-    replacements: list[Invoice] = []
-    drafts_changed = 0
+    plans: list[tuple[Invoice, tuple[rules.LineDraft, ...]]] = []
     for invoice in affected:
         kept = rules.lines_after_lease_end(
             [_line_draft(line, invoice) for line in stored[invoice.pk]],
             end_date=end_date,
             recurring=recurring,
         )
-        if kept is None:
-            continue
+        if kept is not None:
+            plans.append((invoice, kept))
+    # Every number before the first posting (which takes the ledger head): a billing
+    # chunk takes a counter, then the head.
+    needs_number = [
+        invoice for invoice, kept in plans if kept and invoice.state == InvoiceState.ISSUED
+    ]
+    numbers: dict[int, str] = {}
+    if needs_number:
+        series = invoice_settings_get(landlord=landlord).number_prefix
+        for year in sorted({invoice.period_start.year for invoice in needs_number}):
+            of_year = [i for i in needs_number if i.period_start.year == year]
+            allocated = _allocate_numbers(
+                landlord=landlord, series=series, year=year, count=len(of_year)
+            )
+            numbers.update(zip((i.pk for i in of_year), allocated, strict=True))
+    voided: list[Invoice] = []
+    replacements: list[Invoice] = []
+    drafts_changed = 0
+    for invoice, kept in plans:
         if invoice.state == InvoiceState.DRAFT:
             _draft_cut(invoice=invoice, lines=kept)
             drafts_changed += 1
             continue
         voided_invoice, replacement = _invoice_replace(
-            invoice=invoice, lines=kept, end_date=end_date, actor=actor
+            invoice=invoice,
+            lines=kept,
+            number=numbers.get(invoice.pk),
+            end_date=end_date,
+            actor=actor,
         )
         voided.append(voided_invoice)
         if replacement is not None:
@@ -1626,8 +1667,9 @@ def _invoice_lines(invoice: Invoice, lines: Sequence[rules.LineDraft]) -> list[I
 
 def _draft_cut(*, invoice: Invoice, lines: Sequence[rules.LineDraft]) -> None:
     """A draft is not issued yet, so it is rewritten; with nothing left it goes, and
-    its run counts one lease and one invoice fewer (as discarding drafts does)."""
-    InvoiceLine.objects.filter(invoice=invoice).delete()
+    its run counts one lease and one invoice fewer (as discarding drafts does). The
+    caller holds the draft's run and row locks, so it is still a draft."""
+    InvoiceLine.objects.filter(invoice=invoice, invoice__state=InvoiceState.DRAFT).delete()
     if not lines:
         Invoice.objects.filter(pk=invoice.pk, state=InvoiceState.DRAFT).delete()
         if invoice.billing_run_id is not None:
@@ -1650,22 +1692,21 @@ def _draft_cut(*, invoice: Invoice, lines: Sequence[rules.LineDraft]) -> None:
 
 
 def _invoice_replace(
-    *, invoice: Invoice, lines: Sequence[rules.LineDraft], end_date: date, actor
+    *,
+    invoice: Invoice,
+    lines: Sequence[rules.LineDraft],
+    number: str | None,
+    end_date: date,
+    actor,
 ) -> tuple[Invoice, Invoice | None]:
-    """Void `invoice` and, if `lines` bill anything, issue its replacement."""
+    """Void `invoice` and, if `lines` bill anything, issue its replacement `number`."""
     landlord = invoice.landlord
     ended = f"the lease ended, the unit is free from {end_date:%Y-%m-%d}"
-    if not lines:
+    if not lines or number is None:
         return invoice_void(
             invoice=invoice, reason=f"No days left to bill: {ended}", actor=actor
         ), None
     settings_row = invoice_settings_get(landlord=landlord)
-    (number,) = _allocate_numbers(
-        landlord=landlord,
-        series=settings_row.number_prefix,
-        year=invoice.period_start.year,
-        count=1,
-    )
     voided = invoice_void(invoice=invoice, reason=f"Replaced by {number}: {ended}", actor=actor)
     now = timezone.now()
     issue_date = timezone.localdate(now, landlord.tz)

@@ -513,6 +513,10 @@ class _Bucket:
     document_id: int | None
     lease_id: int | None
     remaining: int
+    # Paid on an invoice voided since: voiding moved that money to the tenant's credit
+    # (and a replacement may have spent it), so it is taken back from there, never by
+    # reopening the void invoice.
+    voided: bool = False
 
 
 def _unwind_buckets(payment: Payment) -> list[_Bucket]:
@@ -534,10 +538,38 @@ def _unwind_buckets(payment: Payment) -> list[_Bucket]:
     positions = dict(
         PaymentAllocation.objects.filter(payment=payment).values_list("invoice_id", "position")
     )
+    rows = list(rows)
+    documents = {row["document_id"] for row in rows if row["document_id"]}
+    voided = set(
+        Invoice.objects.filter(
+            landlord_id=payment.landlord_id, pk__in=documents, state=InvoiceState.VOID
+        ).values_list("pk", flat=True)
+    )
+    # What an earlier take-back put back on a replacement of a voided invoice counts
+    # against the voided invoice's bucket (`_unwind_post`).
+    replaced = dict(
+        Invoice.objects.filter(
+            landlord_id=payment.landlord_id,
+            adjusts_id__in=voided,
+            kind=InvoiceKind.RENT,
+            pk__in=documents,
+        ).values_list("pk", "adjusts_id")
+    )
+    totals: dict[tuple[str, int | None, int | None], int] = {}
+    for row in rows:
+        code, document, total = row["account__code"], row["document_id"], int(row["total"])
+        if document in voided:
+            code = "voided"
+        elif document in replaced and total > 0:
+            code, document = "voided", replaced[document]
+        key = (code, document, row["lease_id"])
+        totals[key] = totals.get(key, 0) + total
     buckets = [
-        _Bucket(row["account__code"], row["document_id"], row["lease_id"], -int(row["total"]))
-        for row in rows
-        if row["total"] < 0
+        _Bucket(AccountCode.TENANT_CREDIT, document, lease_id, -total, voided=True)
+        if code == "voided"
+        else _Bucket(code, document, lease_id, -total)
+        for (code, document, lease_id), total in totals.items()
+        if total < 0
     ]
     return sorted(
         buckets,
@@ -612,11 +644,19 @@ def _unwind_post(
     remaining = amount
     for bucket in buckets:
         take = min(bucket.remaining, remaining)
+        if bucket.voided and take > 0:
+            remaining -= take
+            credit_left -= _unwind_voided(
+                bucket, take, credit_left=credit_left, accounts=accounts, keys=keys, into=entries
+            )
+            continue
         if bucket.code == AccountCode.TENANT_CREDIT:
             take = min(take, credit_left)
         if take <= 0:
             continue
         remaining -= take
+        if bucket.code == AccountCode.TENANT_CREDIT:
+            credit_left -= take
         entries.append(
             EntrySpec(
                 accounts[keys[bucket.code]],
@@ -638,6 +678,68 @@ def _unwind_post(
         document_kind=DOCUMENT_KIND,
         document_id=payment.pk,
     )
+
+
+def _unwind_voided(
+    bucket: _Bucket,
+    take: int,
+    *,
+    credit_left: int,
+    accounts: dict,
+    keys: dict[str, AccountKey],
+    into: list[EntrySpec],
+) -> int:
+    """Take back `take` paid on an invoice voided since (`_Bucket.voided`): from the
+    tenant's credit, where voiding put it, as far as it is still there; then from the
+    invoice that replaced it, which that credit paid (reopening it, so it is owed and
+    chased again); the rest from the receivable with no invoice, as spent credit is.
+    The entries name the voided invoice where they can, so a later take-back of the
+    same payment sees what is left. Returns how much came out of credit."""
+    currency = keys[AccountCode.RECEIVABLE].currency
+    from_credit = min(take, max(credit_left, 0))
+    if from_credit:
+        into.append(
+            EntrySpec(
+                accounts[keys[AccountCode.TENANT_CREDIT]],
+                from_credit,
+                currency,
+                lease_id=bucket.lease_id,
+                document_kind=INVOICE_DOCUMENT,
+                document_id=bucket.document_id,
+            )
+        )
+    rest = take - from_credit
+    replacement = (
+        Invoice.objects.filter(
+            adjusts_id=bucket.document_id, kind=InvoiceKind.RENT, state=InvoiceState.ISSUED
+        ).first()
+        if rest
+        else None
+    )
+    if replacement is not None:
+        owed = invoice_balances(landlord=replacement.landlord, invoices=[replacement])[
+            replacement.pk
+        ]
+        reopen = min(rest, max(replacement.total_minor - owed, 0))
+        if reopen:
+            into.append(
+                EntrySpec(
+                    accounts[keys[AccountCode.RECEIVABLE]],
+                    reopen,
+                    currency,
+                    lease_id=replacement.lease_id,
+                    document_kind=INVOICE_DOCUMENT,
+                    document_id=replacement.pk,
+                )
+            )
+            rest -= reopen
+    if rest:
+        into.append(
+            EntrySpec(
+                accounts[keys[AccountCode.RECEIVABLE]], rest, currency, lease_id=bucket.lease_id
+            )
+        )
+    return from_credit
 
 
 def _reallocate_post(

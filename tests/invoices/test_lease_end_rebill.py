@@ -329,3 +329,65 @@ def test_one_off_and_metered_lines_are_kept_whole():
     assert (
         rules.lines_after_lease_end([one_off, metered], end_date=DEC, recurring={1: "Rent"}) is None
     )
+
+
+def test_a_payment_reversed_after_the_end_is_taken_from_credit_and_the_replacement(
+    landlord, other_landlord, owner, theirs, now
+):
+    """The transfer that paid the original bounces after the move-out was recorded: the
+    void original stays at zero, the credit it left is taken back, and the replacement
+    that credit paid is owed again (so dunning chases it)."""
+    from payments.services import payment_reverse, tenant_credit_balance
+
+    lease = lease_with_charges(landlord=landlord, renter="Ann Mover", rent_minor=93_000)
+    (december,) = bill_december(landlord=landlord)
+    tenant = lease.tenants.get()
+    payment = manual_payment_record(
+        landlord=landlord,
+        tenant=tenant,
+        amount_minor=93_000,
+        currency="EUR",
+        method="bank_transfer",
+        reference="DEC",
+        received_on=date(2026, 12, 3),
+        actor=owner,
+        invoice=december,
+    )
+    (replacement,) = end(landlord, lease, date(2026, 12, 16), owner).replacements
+
+    payment_reverse(payment=payment, reason="Transfer bounced", actor=owner)
+
+    assert balance(landlord, december) == 0
+    assert tenant_credit_balance(landlord=landlord, tenant=tenant, currency="EUR") == 0
+    assert balance(landlord, replacement) == replacement.total_minor
+    assert trial_balance(landlord=landlord).is_balanced
+    b_untouched(other_landlord, theirs)
+
+
+def test_a_payment_reversed_after_a_plain_void_takes_back_the_credit_not_the_void(
+    landlord, owner, now
+):
+    from payments.services import payment_reverse, tenant_credit_balance
+
+    lease = lease_with_charges(landlord=landlord, renter="Ann Mover", rent_minor=93_000)
+    (december,) = bill_december(landlord=landlord)
+    tenant = lease.tenants.get()
+    payment = manual_payment_record(
+        landlord=landlord,
+        tenant=tenant,
+        amount_minor=93_000,
+        currency="EUR",
+        method="cash",
+        reference="",
+        received_on=date(2026, 12, 3),
+        actor=owner,
+        invoice=december,
+    )
+    invoice_services.invoice_void(invoice=december, reason="Billed in error", actor=owner)
+    assert tenant_credit_balance(landlord=landlord, tenant=tenant, currency="EUR") == 93_000
+
+    payment_reverse(payment=payment, reason="Counterfeit notes", actor=owner)
+
+    assert balance(landlord, december) == 0
+    assert tenant_credit_balance(landlord=landlord, tenant=tenant, currency="EUR") == 0
+    assert trial_balance(landlord=landlord).is_balanced
