@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "payments",
     "portal",
     "dunning",
+    "reports",
     "demo",
     "bench",
 ]

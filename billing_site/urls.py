@@ -9,6 +9,7 @@ import invoices.urls
 import ledger.urls
 import payments.staff_urls
 import portal.staff_urls
+import reports.urls
 import tenants.urls
 from dunning.webhooks import twilio_sms_status
 from payments.webhooks import stripe_webhook
@@ -20,7 +21,8 @@ dashboard_patterns = (
     + invoices.urls.urlpatterns
     + portal.staff_urls.urlpatterns
     + payments.staff_urls.urlpatterns
-    + dunning.urls.urlpatterns,
+    + dunning.urls.urlpatterns
+    + reports.urls.urlpatterns,
     "dashboard",
 )
 

@@ -1,0 +1,10 @@
+"""Report pages, mounted into the staff `dashboard` namespace by billing_site.urls."""
+
+from django.urls import path
+
+from reports import views
+
+urlpatterns = [
+    path("reports/rent-roll/", views.RentRollView.as_view(), name="rent_roll"),
+    path("reports/rent-roll.csv", views.RentRollCsvView.as_view(), name="rent_roll_csv"),
+]

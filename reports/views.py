@@ -1,0 +1,129 @@
+"""Report pages (/app/reports/): the rent roll and its CSV.
+
+Edges only, on the dashboard's `StaffView`: parse the query, call a selector, render
+or stream. Looking needs VIEW; downloading needs EXPORT. A bad parameter on the page
+shows the form's error; on the download it is a 400 naming it (tenants.query)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+
+from reports import selectors
+from tenants.exports import csv_amount, csv_download, csv_text
+from tenants.models import Permission, Property
+from tenants.query import FIRST_YEAR, LAST_YEAR, bad_query, whole_number
+from tenants.views import StaffView
+
+
+class RentRollForm(forms.Form):
+    day = forms.DateField(
+        required=False,
+        label="On",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        help_text="The units as they stood at the end of this day. Empty: today.",
+        error_messages={"invalid": "Enter a date as YYYY-MM-DD, e.g. 2026-12-31."},
+    )
+    property = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    q = forms.CharField(required=False, max_length=100, label="Search")
+
+    def __init__(self, *args, landlord, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["property"].choices = [("", "All properties")] + [
+            (p.pk, p.name) for p in Property.objects.for_landlord(landlord).order_by("name", "pk")
+        ]
+        self.fields["q"].widget.attrs["placeholder"] = "Unit, property or tenant"
+
+    def clean_day(self):
+        day = self.cleaned_data.get("day")
+        if day is not None and not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise forms.ValidationError(f"Enter a date between {FIRST_YEAR} and {LAST_YEAR}.")
+        return day
+
+
+class _RentRollMixin:
+    def filters(self, request):
+        form = RentRollForm(request.GET, landlord=self.landlord)
+        if not form.is_valid():
+            return form, None
+        data = form.cleaned_data
+        return form, {
+            "day": data["day"] or self.today(),
+            "search": data["q"].strip(),
+            "property_id": data["property"],
+        }
+
+
+class RentRollView(_RentRollMixin, StaffView):
+    def get(self, request):
+        form, filters = self.filters(request)
+        if filters is None:
+            response = self.render("reports/rent_roll.html", form=form)
+            response.status_code = 400
+            return response
+        units = selectors.rent_roll_units(
+            landlord=self.landlord, search=filters["search"], property_id=filters["property_id"]
+        )
+        page = self.page(units)
+        return self.render(
+            "reports/rent_roll.html",
+            form=form,
+            day=filters["day"],
+            page=page,
+            rows=selectors.rent_roll_rows(
+                landlord=self.landlord, units=list(page.object_list), day=filters["day"]
+            ),
+            totals=selectors.rent_roll_totals(landlord=self.landlord, **filters),
+            active=any(request.GET.get(k) for k in ("q", "property")),
+            query=urlencode(
+                {k: request.GET[k] for k in ("day", "property", "q") if request.GET.get(k)}
+            ),
+        )
+
+
+class RentRollCsvView(_RentRollMixin, StaffView):
+    permission = Permission.EXPORT
+
+    def get(self, request):
+        if request.GET.get("property") and whole_number(request.GET["property"]) is None:
+            return bad_query({"property": "Enter a whole number."})
+        form, filters = self.filters(request)
+        if filters is None:
+            return bad_query(form.errors)
+        day = filters["day"]
+
+        def rows():
+            for row in selectors.rent_roll_iter(landlord=self.landlord, **filters):
+                lease = row.lease
+                yield (
+                    day.isoformat(),
+                    csv_text(row.unit.property.name),
+                    csv_text(row.unit.name),
+                    "let" if lease else "vacant",
+                    csv_text(row.tenants),
+                    lease.start_date.isoformat() if lease else "",
+                    lease.end_date.isoformat() if lease and lease.end_date else "",
+                    row.currency,
+                    csv_amount(row.monthly_minor, row.currency) if lease else "",
+                    csv_amount(lease.deposit_minor, row.currency) if lease else "",
+                    csv_amount(row.owed_minor, row.currency) if lease else "",
+                )
+
+        return csv_download(
+            filename=f"{self.landlord.slug}-rent-roll-{day.isoformat()}.csv",
+            header=(
+                "day",
+                "property",
+                "unit",
+                "status",
+                "tenants",
+                "lease_start",
+                "lease_end",
+                "currency",
+                "monthly_charges",
+                "deposit",
+                "owed",
+            ),
+            rows=rows(),
+        )
