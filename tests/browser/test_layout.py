@@ -70,6 +70,8 @@ def test_pages_fit_phone_and_desktop(app: Page, open_phone, artifacts):
         ("/app/dunning/", "dunning-policies"),
         ("/app/dunning/policies/new/", "dunning-policy-form"),
         ("/app/dunning/messages/overdue_notice/de/", "dunning-message-form"),
+        ("/app/reports/rent-roll/", "rent-roll"),
+        (f"/app/leases/{lease.pk}/end/", "lease-end"),
     ]
     for page, device in ((phone, "phone"), (desktop, "desktop")):
         for path, name in pages:
