@@ -147,9 +147,13 @@ class CreditPayBackForm(forms.Form):
     )
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
-    def __init__(self, *args, credits: dict[str, int], **kwargs):
+    def __init__(self, *args, credits: dict[str, int], currencies: list[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["currency"].choices = [(code, code) for code in sorted(credits)]
+        # Every currency the tenant is billed in, not only those with credit now: a
+        # second submit of a pay-back that took the last of it must reach the service,
+        # which answers it as the same request.
+        codes = sorted(set(credits) | set(currencies))
+        self.fields["currency"].choices = [(code, code) for code in codes]
         if not self.is_bound:
             self.initial.setdefault("token", uuid.uuid4().hex)
             if len(credits) == 1:

@@ -13,6 +13,7 @@ from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
 from ledger.models import AccountCode, LedgerEntry, LedgerTransaction
+from ledger.selectors import tenant_balance
 from payments.models import (
     EventStatus,
     Payment,
@@ -21,7 +22,7 @@ from payments.models import (
     StripeConnection,
     StripeEvent,
 )
-from tenants.models import Landlord, Tenant
+from tenants.models import Landlord, Lease, Tenant
 from tenants.query import whole_number
 
 DOCUMENT_KIND = "payment"
@@ -146,8 +147,10 @@ def stripe_event_list(*, landlord: Landlord, status: str | None = None) -> Query
 
 
 def tenant_credits(*, landlord: Landlord, tenant: Tenant) -> dict[str, int]:
-    """Credit held for the tenant per currency (positive = in the tenant's favour),
-    only the currencies where they hold some."""
+    """Credit that may be paid back to the tenant, per currency, only where there is
+    some: what their credit account holds, never more than they are owed on balance
+    (credit still needed for what they owe pays that first;
+    `payments.services.tenant_credit_pay_back`)."""
     rows = (
         LedgerEntry.objects.for_landlord(landlord)
         .filter(account__code=AccountCode.TENANT_CREDIT, account__tenant=tenant)
@@ -155,4 +158,18 @@ def tenant_credits(*, landlord: Landlord, tenant: Tenant) -> dict[str, int]:
         .annotate(total=Sum("amount_minor"))
         .order_by("currency")
     )
-    return {row["currency"]: -int(row["total"]) for row in rows if row["total"] < 0}
+    held = {row["currency"]: -int(row["total"]) for row in rows if row["total"] < 0}
+    owed = tenant_balance(landlord=landlord, tenant=tenant)
+    payable = {currency: min(amount, -owed.get(currency, 0)) for currency, amount in held.items()}
+    return {currency: amount for currency, amount in payable.items() if amount > 0}
+
+
+def tenant_currencies(*, landlord: Landlord, tenant: Tenant) -> list[str]:
+    """The currencies the tenant is billed in (their leases'), sorted."""
+    return sorted(
+        set(
+            Lease.objects.for_landlord(landlord)
+            .filter(tenants=tenant)
+            .values_list("currency", flat=True)
+        )
+    )

@@ -48,7 +48,7 @@ from django.utils.translation import override
 from invoices.models import Channel, Invoice, InvoiceKind, InvoiceState, Notification
 from invoices.selectors import invoice_balances
 from ledger.models import Account, AccountCode, LedgerEntry, LedgerTransaction
-from ledger.selectors import account_balance
+from ledger.selectors import account_balance, tenant_balance
 from ledger.services import (
     AccountKey,
     EntrySpec,
@@ -531,7 +531,7 @@ def _unwind_buckets(payment: Payment) -> list[_Bucket]:
             transaction__document_id=payment.pk,
             account__code__in=[AccountCode.RECEIVABLE, AccountCode.TENANT_CREDIT],
         )
-        .values("account__code", "document_id", "lease_id")
+        .values("account__code", "document_kind", "document_id", "lease_id")
         .annotate(total=Sum("amount_minor"))
         .order_by()
     )
@@ -539,7 +539,11 @@ def _unwind_buckets(payment: Payment) -> list[_Bucket]:
         PaymentAllocation.objects.filter(payment=payment).values_list("invoice_id", "position")
     )
     rows = list(rows)
-    documents = {row["document_id"] for row in rows if row["document_id"]}
+    documents = {
+        row["document_id"]
+        for row in rows
+        if row["document_id"] and row["document_kind"] != _VOIDED_TAKEN_BACK
+    }
     voided = set(
         Invoice.objects.filter(
             landlord_id=payment.landlord_id, pk__in=documents, state=InvoiceState.VOID
@@ -558,7 +562,7 @@ def _unwind_buckets(payment: Payment) -> list[_Bucket]:
     totals: dict[tuple[str, int | None, int | None], int] = {}
     for row in rows:
         code, document, total = row["account__code"], row["document_id"], int(row["total"])
-        if document in voided:
+        if row["document_kind"] == _VOIDED_TAKEN_BACK or document in voided:
             code = "voided"
         elif document in replaced and total > 0:
             code, document = "voided", replaced[document]
@@ -680,6 +684,9 @@ def _unwind_post(
     )
 
 
+_VOIDED_TAKEN_BACK = "voided-invoice"
+
+
 def _unwind_voided(
     bucket: _Bucket,
     take: int,
@@ -720,6 +727,12 @@ def _unwind_voided(
         owed = invoice_balances(landlord=replacement.landlord, invoices=[replacement])[
             replacement.pk
         ]
+        # Entries of this same take-back already reopening it are not in `owed` yet.
+        owed += sum(
+            e.amount_minor
+            for e in into
+            if e.document_kind == INVOICE_DOCUMENT and e.document_id == replacement.pk
+        )
         reopen = min(rest, max(replacement.total_minor - owed, 0))
         if reopen:
             into.append(
@@ -736,7 +749,14 @@ def _unwind_voided(
     if rest:
         into.append(
             EntrySpec(
-                accounts[keys[AccountCode.RECEIVABLE]], rest, currency, lease_id=bucket.lease_id
+                accounts[keys[AccountCode.RECEIVABLE]],
+                rest,
+                currency,
+                lease_id=bucket.lease_id,
+                # Not an invoice's balance (the void stays at zero), but counted
+                # against the voided invoice's bucket by the next take-back.
+                document_kind=_VOIDED_TAKEN_BACK,
+                document_id=bucket.document_id,
             )
         )
     return from_credit
@@ -1953,24 +1973,33 @@ def tenant_credit_pay_back(
         raise ValidationError({"paid_on": _("The date cannot be in the future.")})
     if not in_calendar(paid_on) or paid_on < today - timedelta(days=365):
         raise ValidationError({"paid_on": _("Enter a date within the last year.")})
-    key = f"credit-payback:{idempotency_key}"
+    # The tenant and currency are part of the key: the same form token sent again for
+    # another currency (the browser's Back) is another pay-back, not this one.
+    key = f"credit-payback:{tenant.pk}:{currency}:{idempotency_key}"
     _lock_tenant(tenant.pk)
     done = LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
     if done is not None:
+        recorded = done.entries.filter(account__code=AccountCode.TENANT_CREDIT).aggregate(
+            total=Sum("amount_minor")
+        )["total"]
+        if recorded != amount_minor:
+            raise ValidationError(
+                _("This form was already used to record a pay-back; open it again for another.")
+            )
         return done
     now = timezone.now()
     _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now)
-    available = _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
+    available = _credit_payable(landlord=landlord, tenant=tenant, currency=currency)
     if amount_minor > available:
         raise ValidationError(
             {
                 "amount_minor": _(
-                    "%(tenant)s has %(credit)s of credit once their open invoices are paid from it; pay back at most that."
+                    "At most %(credit)s can be paid back to %(tenant)s: the rest of their credit pays what they owe."
                 )
                 % {"tenant": tenant.full_name, "credit": format_money(available, currency)}
                 if available
                 else _(
-                    "%(tenant)s has no credit in %(currency)s once their open invoices are paid from it."
+                    "%(tenant)s has no credit in %(currency)s left to pay back once what they owe is paid from it."
                 )
                 % {"tenant": tenant.full_name, "currency": currency}
             }
@@ -1979,12 +2008,14 @@ def tenant_credit_pay_back(
     bank = AccountKey(AccountCode.BANK, currency)
     accounts = accounts_get_or_create(landlord=landlord, keys=[credit, bank])
     reference = (reference or "").strip()[:200]
+    with override("en"):  # the ledger is written in English, whoever reads the page
+        method_label = str(Method(method).label).lower()
     posting = transaction_post(
         landlord=landlord,
         idempotency_key=key,
         effective_at=landlord.day_start(paid_on),
         description=(
-            f"Credit paid back to {tenant.full_name} by {Method(method).label.lower()}"
+            f"Credit paid back to {tenant.full_name} by {method_label}"
             + (f" ({reference})" if reference else "")
         )[:300],
         entries=[
@@ -2001,6 +2032,15 @@ def tenant_credit_pay_back(
         data={"reference": reference, "method": method, "paid_on": paid_on.isoformat()},
     )
     return posting
+
+
+def _credit_payable(*, landlord: Landlord, tenant: Tenant, currency: str) -> int:
+    """Credit that may be paid back: what the credit account holds, but never more
+    than the tenant is owed on balance (receivable with no open invoice, e.g. a take-back
+    of credit already spent, stays owed and is not paid out)."""
+    held = _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
+    owed = tenant_balance(landlord=landlord, tenant=tenant, currency=currency)[currency]
+    return max(min(held, -owed), 0)
 
 
 def tenant_credits_apply_due(*, now: datetime) -> int:

@@ -215,7 +215,11 @@ class CreditPayBackView(StaffView):
     def get(self, request, pk: int):
         tenant = self.get_scoped(Tenant, pk)
         credits = selectors.tenant_credits(landlord=self.landlord, tenant=tenant)
-        form = CreditPayBackForm(credits=credits, initial={"paid_on": self.today()})
+        form = CreditPayBackForm(
+            credits=credits,
+            currencies=selectors.tenant_currencies(landlord=self.landlord, tenant=tenant),
+            initial={"paid_on": self.today()},
+        )
         return self.show(tenant, credits, form)
 
     def show(self, tenant, credits, form):
@@ -226,7 +230,11 @@ class CreditPayBackView(StaffView):
     def post(self, request, pk: int):
         tenant = self.get_scoped(Tenant, pk)
         credits = selectors.tenant_credits(landlord=self.landlord, tenant=tenant)
-        form = CreditPayBackForm(request.POST, credits=credits)
+        form = CreditPayBackForm(
+            request.POST,
+            credits=credits,
+            currencies=selectors.tenant_currencies(landlord=self.landlord, tenant=tenant),
+        )
         if form.is_valid():
             data = form.cleaned_data
             try:
