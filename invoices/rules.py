@@ -296,8 +296,8 @@ def lines_after_lease_end(
                 charge_id=line.charge_id,
                 kind=line.kind,
                 description=(
-                    f"{label} ({_day_range(line.service_start, end_date)}, "
-                    f"{covered}/{month_days} days)"
+                    f"{_billed_label(line.description) or label} "
+                    f"({_day_range(line.service_start, end_date)}, {covered}/{month_days} days)"
                 ),
                 quantity=1,
                 unit_amount_minor=amount,
@@ -309,6 +309,14 @@ def lines_after_lease_end(
             )
         )
     return tuple(kept) if changed else None
+
+
+def _billed_label(description: str) -> str:
+    """The charge's label as the line was billed: "Rent" from "Rent (12–30 Nov, 19/30
+    days)", so a description edited since does not rewrite what was billed."""
+    if description.endswith(" days)") and " (" in description:
+        return description.rsplit(" (", 1)[0].strip()
+    return description.strip()
 
 
 def utility_lines_from_readings(

@@ -391,3 +391,23 @@ def test_a_payment_reversed_after_a_plain_void_takes_back_the_credit_not_the_voi
     assert balance(landlord, december) == 0
     assert tenant_credit_balance(landlord=landlord, tenant=tenant, currency="EUR") == 0
     assert trial_balance(landlord=landlord).is_balanced
+
+
+def test_a_cut_line_keeps_the_label_it_was_billed_with():
+    partial = rules.LineDraft(
+        charge_id=1,
+        kind="parking",
+        description="Parking (P12) (10–31 Dec, 22/31 days)",
+        quantity=1,
+        unit_amount_minor=4_400,
+        amount_minor=4_400,
+        tax_rate_bp=0,
+        tax_minor=0,
+        service_start=date(2026, 12, 10),
+        service_end=date(2027, 1, 1),
+    )
+    (kept,) = rules.lines_after_lease_end(
+        [partial], end_date=date(2026, 12, 20), recurring={1: "Renamed since"}
+    )
+    assert kept.description == "Parking (P12) (10–19 Dec, 10/31 days)"
+    assert kept.amount_minor == 2_000  # 4,400 over 22 days, 10 of them kept
