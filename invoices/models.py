@@ -130,6 +130,10 @@ class Invoice(LandlordOwned):
         on_delete=models.PROTECT,
         related_name="adjustments",
         db_constraint=False,
+        # Indexed below without its NULLs (`invoice_adjusts`): no index may hold the
+        # NULL of every rent invoice, or the planner answers the billing run's
+        # `adjusts_id IS NULL` probe by walking a month of invoices (decision 0017).
+        db_index=False,
     )
     period_start = models.DateField()
     period_end = models.DateField()
@@ -157,10 +161,12 @@ class Invoice(LandlordOwned):
                 condition=Q(kind="rent", adjusts__isnull=True),
                 name="invoice_one_per_lease_period",
             ),
-            # ... and an invoice is replaced at most once.
+            # ... and an invoice is replaced at most once. Only replacements are in this
+            # index: with every rent invoice's NULL in it, the planner took it for the
+            # billing run's `adjusts_id IS NULL` probe and scanned the whole month.
             models.UniqueConstraint(
                 fields=["adjusts"],
-                condition=Q(kind="rent"),
+                condition=Q(kind="rent", adjusts__isnull=False),
                 name="invoice_one_replacement",
             ),
             models.CheckConstraint(
@@ -184,6 +190,9 @@ class Invoice(LandlordOwned):
             ),
         ]
         indexes = [
+            models.Index(
+                fields=["adjusts"], condition=Q(adjusts__isnull=False), name="invoice_adjusts"
+            ),
             models.Index(fields=["landlord", "-issue_date", "-id"]),
             models.Index(fields=["landlord", "period_start"]),
             models.Index(fields=["tenant", "issue_date"]),
