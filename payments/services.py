@@ -1955,9 +1955,10 @@ def tenant_credit_pay_back(
     or cash), e.g. after they moved out: tenant credit → bank, on the day it was paid.
 
     Credit pays the tenant's open invoices first (applied here, under the tenant lock
-    the credit sweep also takes), so only what is left after that can be paid back.
-    The ledger's unique idempotency key (`credit-payback:<key>`) makes a double submit
-    record once: the second call returns the first posting.
+    the credit sweep also takes), and what is paid back never exceeds what the tenant
+    is owed on balance (`_credit_payable`). The ledger's unique idempotency key
+    (`credit-payback:<tenant>:<currency>:<key>`) makes a double submit record once:
+    the second call returns the first posting. Decision 0018.
     """
     currency = (currency or "").upper()
     if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
