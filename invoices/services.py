@@ -1372,6 +1372,41 @@ def _issue_posting(
     )
 
 
+def _issue_post(
+    *, invoice: Invoice, lines: Sequence[rules.LineDraft], description: str
+) -> LedgerTransaction:
+    """Post one invoice written outside the billing run (a late fee, a replacement)
+    as the run posts each of its own: `_posting_plan`, on the invoice's issue day,
+    under the key every invoice's posting has (`invoice:<id>:issue`)."""
+    landlord = invoice.landlord
+    plan = _posting_plan(
+        currency=invoice.currency,
+        tenant_id=invoice.tenant_id,
+        total_minor=invoice.total_minor,
+        lines=lines,
+    )
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys={k for k, _a in plan})
+    ref = {"document_kind": DOCUMENT_KIND, "document_id": invoice.pk}
+    return ledger.transaction_post(
+        landlord=landlord,
+        idempotency_key=f"invoice:{invoice.pk}:issue",
+        effective_at=landlord.day_start(invoice.issue_date),
+        description=description,
+        entries=[
+            ledger.EntrySpec(
+                account=accounts[key],
+                amount_minor=amount,
+                currency=invoice.currency,
+                tenant_id=invoice.tenant_id,
+                lease_id=invoice.lease_id,
+                **ref,
+            )
+            for key, amount in plan
+        ],
+        **ref,
+    )
+
+
 def _enqueue_notifications(ids: Sequence[int]) -> None:
     from invoices.tasks import notifications_send
 
@@ -1467,44 +1502,46 @@ def _void_notice_queue(*, invoice: Invoice) -> None:
 def _paid_to_credit(*, invoice: Invoice, when: datetime) -> None:
     """After the void reversal, the invoice's receivable holds minus what was paid on
     it; move that to the tenant's credit account."""
-    landlord = invoice.landlord
     balance = ledger_selectors.document_balance(
-        landlord=landlord, document_kind=DOCUMENT_KIND, document_id=invoice.pk
+        landlord=invoice.landlord, document_kind=DOCUMENT_KIND, document_id=invoice.pk
     ).get(invoice.currency, 0)
-    if balance >= 0:
-        return
-    paid = -balance
-    accounts = ledger.accounts_get_or_create(
-        landlord=landlord,
-        keys=[
-            ledger.AccountKey(AccountCode.RECEIVABLE, invoice.currency, invoice.tenant_id),
-            ledger.AccountKey(AccountCode.TENANT_CREDIT, invoice.currency, invoice.tenant_id),
-        ],
-    )
+    if balance < 0:
+        _credit_move(
+            invoice=invoice,
+            to_credit=-balance,
+            key=f"invoice:{invoice.pk}:void:credit",
+            description=f"Paid on void {invoice.number} kept as credit",
+            when=when,
+        )
+
+
+def _credit_move(
+    *, invoice: Invoice, to_credit: int, key: str, description: str, when: datetime
+) -> None:
+    """Move `to_credit` from the invoice's receivable to the tenant's credit (negative:
+    from credit onto the invoice, i.e. credit pays it), in one posting on the invoice."""
+    landlord, currency = invoice.landlord, invoice.currency
+    receivable = ledger.AccountKey(AccountCode.RECEIVABLE, currency, invoice.tenant_id)
+    credit = ledger.AccountKey(AccountCode.TENANT_CREDIT, currency, invoice.tenant_id)
+    accounts = ledger.accounts_get_or_create(landlord=landlord, keys=[receivable, credit])
     ref = {"document_kind": DOCUMENT_KIND, "document_id": invoice.pk}
     ledger.transaction_post(
         landlord=landlord,
-        idempotency_key=f"invoice:{invoice.pk}:void:credit",
+        idempotency_key=key,
         effective_at=when,
-        description=f"Paid on void {invoice.number} kept as credit",
+        description=description,
         entries=[
             ledger.EntrySpec(
-                account=accounts[
-                    ledger.AccountKey(AccountCode.RECEIVABLE, invoice.currency, invoice.tenant_id)
-                ],
-                amount_minor=paid,
-                currency=invoice.currency,
+                account=accounts[receivable],
+                amount_minor=to_credit,
+                currency=currency,
                 lease_id=invoice.lease_id,
                 **ref,
             ),
             ledger.EntrySpec(
-                account=accounts[
-                    ledger.AccountKey(
-                        AccountCode.TENANT_CREDIT, invoice.currency, invoice.tenant_id
-                    )
-                ],
-                amount_minor=-paid,
-                currency=invoice.currency,
+                account=accounts[credit],
+                amount_minor=-to_credit,
+                currency=currency,
                 lease_id=invoice.lease_id,
             ),
         ],
@@ -1732,31 +1769,10 @@ def _invoice_replace(
         bill_to_name=invoice.bill_to_name,
     )
     InvoiceLine.objects.bulk_create(_invoice_lines(replacement, lines))
-    plan = _posting_plan(
-        currency=replacement.currency,
-        tenant_id=replacement.tenant_id,
-        total_minor=replacement.total_minor,
+    _issue_post(
+        invoice=replacement,
         lines=lines,
-    )
-    accounts = ledger.accounts_get_or_create(landlord=landlord, keys={k for k, _a in plan})
-    ref = {"document_kind": DOCUMENT_KIND, "document_id": replacement.pk}
-    ledger.transaction_post(
-        landlord=landlord,
-        idempotency_key=f"invoice:{replacement.pk}:issue",
-        effective_at=landlord.day_start(issue_date),
         description=f"Invoice {number}, replacing {invoice.number}",
-        entries=[
-            ledger.EntrySpec(
-                account=accounts[key],
-                amount_minor=amount,
-                currency=replacement.currency,
-                tenant_id=replacement.tenant_id,
-                lease_id=replacement.lease_id,
-                **ref,
-            )
-            for key, amount in plan
-        ],
-        **ref,
     )
     _void_credit_to_replacement(voided=voided, replacement=replacement, when=now)
     audit(
@@ -1794,35 +1810,14 @@ def _void_credit_to_replacement(*, voided: Invoice, replacement: Invoice, when: 
         or 0
     )
     amount = min(-paid, replacement.total_minor)
-    if amount <= 0:
-        return
-    landlord = voided.landlord
-    receivable = ledger.AccountKey(AccountCode.RECEIVABLE, voided.currency, voided.tenant_id)
-    credit = ledger.AccountKey(AccountCode.TENANT_CREDIT, voided.currency, voided.tenant_id)
-    accounts = ledger.accounts_get_or_create(landlord=landlord, keys=[receivable, credit])
-    ref = {"document_kind": DOCUMENT_KIND, "document_id": replacement.pk}
-    ledger.transaction_post(
-        landlord=landlord,
-        idempotency_key=f"invoice:{replacement.pk}:paid-from:{voided.pk}",
-        effective_at=when,
-        description=f"Paid on void {voided.number} applied to {replacement.number}",
-        entries=[
-            ledger.EntrySpec(
-                account=accounts[credit],
-                amount_minor=amount,
-                currency=voided.currency,
-                lease_id=voided.lease_id,
-            ),
-            ledger.EntrySpec(
-                account=accounts[receivable],
-                amount_minor=-amount,
-                currency=voided.currency,
-                lease_id=voided.lease_id,
-                **ref,
-            ),
-        ],
-        **ref,
-    )
+    if amount > 0:
+        _credit_move(
+            invoice=replacement,
+            to_credit=-amount,
+            key=f"invoice:{replacement.pk}:paid-from:{voided.pk}",
+            description=f"Paid on void {voided.number} applied to {replacement.number}",
+            when=when,
+        )
 
 
 # --- late fees ----------------------------------------------------------------------
@@ -1896,29 +1891,7 @@ def late_fee_invoice_issue(
         service_start=invoice.period_start,
         service_end=invoice.period_end,
     )
-    plan = _posting_plan(
-        currency=fee.currency, tenant_id=fee.tenant_id, total_minor=fee.total_minor, lines=[line]
-    )
-    accounts = ledger.accounts_get_or_create(landlord=landlord, keys={k for k, _a in plan})
-    ref = {"document_kind": DOCUMENT_KIND, "document_id": fee.pk}
-    ledger.transaction_post(
-        landlord=landlord,
-        idempotency_key=f"invoice:{fee.pk}:issue",
-        effective_at=landlord.day_start(issue_date),
-        description=f"Late fee {number} for {invoice.number}",
-        entries=[
-            ledger.EntrySpec(
-                account=accounts[key],
-                amount_minor=amount,
-                currency=fee.currency,
-                tenant_id=fee.tenant_id,
-                lease_id=fee.lease_id,
-                **ref,
-            )
-            for key, amount in plan
-        ],
-        **ref,
-    )
+    _issue_post(invoice=fee, lines=[line], description=f"Late fee {number} for {invoice.number}")
     audit(
         landlord=landlord,
         actor=actor,

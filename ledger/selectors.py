@@ -79,18 +79,25 @@ def document_balance(*, landlord: Landlord, document_kind: str, document_id: int
 
 
 def document_balances(
-    *, landlord: Landlord, document_kind: str, document_ids: Iterable[int]
+    *,
+    landlord: Landlord,
+    document_kind: str,
+    document_ids: Iterable[int],
+    before: datetime | None = None,
 ) -> dict[int, dict[str, int]]:
-    """`document_balance` for many documents in one query (per 10,000 ids).
+    """`document_balance` for many documents in one query (per 10,000 ids); with
+    `before`, as they stood then (transactions effective before that moment).
 
     Every requested id is in the result; one without receivable entries maps to {}.
     """
     ids = sorted(set(document_ids))
     result: dict[int, dict[str, int]] = {doc_id: {} for doc_id in ids}
+    entries = LedgerEntry.objects.for_landlord(landlord)
+    if before is not None:
+        entries = entries.filter(transaction__effective_at__lt=before)
     for start in range(0, len(ids), LOOKUP_CHUNK):
         rows = (
-            LedgerEntry.objects.for_landlord(landlord)
-            .filter(
+            entries.filter(
                 document_kind=document_kind,
                 document_id__in=ids[start : start + LOOKUP_CHUNK],
                 account__code=AccountCode.RECEIVABLE,

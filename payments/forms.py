@@ -15,7 +15,35 @@ from payments.models import MANUAL_METHODS, Method
 MAX_MINOR = 10**14
 
 
-class ManualPaymentForm(forms.Form):
+class _TypedAmount(forms.Form):
+    """`amount` as a person types it, in the form's `currency`, turned into minor units
+    exactly (`amount_minor` in cleaned_data) or refused on the amount field."""
+
+    amount_example = "1200.50"
+
+    def clean(self):
+        data = super().clean()
+        amount, currency = data.get("amount"), data.get("currency")
+        if amount is not None and currency:
+            try:
+                minor = to_minor(amount, currency)
+            except ValueError:
+                self.add_error(
+                    "amount",
+                    f"Enter an amount like {self.amount_example} "
+                    f"(no more decimals than {currency} has).",
+                )
+            else:
+                if minor <= 0:
+                    self.add_error("amount", "Enter an amount above zero.")
+                elif minor > MAX_MINOR:
+                    self.add_error("amount", "This amount is too large.")
+                else:
+                    data["amount_minor"] = minor
+        return data
+
+
+class ManualPaymentForm(_TypedAmount):
     """Cash, a cheque or a bank transfer received by staff. The amount is text (as a
     person types it) turned into minor units exactly; `token` makes a double submit
     record once."""
@@ -76,26 +104,6 @@ class ManualPaymentForm(forms.Form):
             raise forms.ValidationError("Unknown currency code.")
         return code
 
-    def clean(self):
-        data = super().clean()
-        amount, currency = data.get("amount"), data.get("currency")
-        if amount is not None and currency:
-            try:
-                minor = to_minor(amount, currency)
-            except ValueError:
-                self.add_error(
-                    "amount",
-                    f"Enter an amount like 1200.50 (no more decimals than {currency} has).",
-                )
-            else:
-                if minor <= 0:
-                    self.add_error("amount", "Enter an amount above zero.")
-                elif minor > MAX_MINOR:
-                    self.add_error("amount", "This amount is too large.")
-                else:
-                    data["amount_minor"] = minor
-        return data
-
 
 class PaymentReverseForm(forms.Form):
     reason = forms.CharField(
@@ -118,7 +126,7 @@ class PaymentSettingsForm(forms.Form):
     )
 
 
-class CreditPayBackForm(forms.Form):
+class CreditPayBackForm(_TypedAmount):
     """Staff paid a tenant's credit back. Currencies offered are those the tenant holds
     credit in; the amount is text turned into minor units exactly; `token` makes a
     double submit record once."""
@@ -147,6 +155,8 @@ class CreditPayBackForm(forms.Form):
     )
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
+    amount_example = "430.50"
+
     def __init__(self, *args, credits: dict[str, int], currencies: list[str], **kwargs):
         super().__init__(*args, **kwargs)
         # Every currency the tenant is billed in, not only those with credit now: a
@@ -160,23 +170,3 @@ class CreditPayBackForm(forms.Form):
                 ((code, held),) = credits.items()
                 self.initial.setdefault("currency", code)
                 self.initial.setdefault("amount", str(from_minor(held, code)))
-
-    def clean(self):
-        data = super().clean()
-        amount, currency = data.get("amount"), data.get("currency")
-        if amount is not None and currency:
-            try:
-                minor = to_minor(amount, currency)
-            except ValueError:
-                self.add_error(
-                    "amount",
-                    f"Enter an amount like 430.50 (no more decimals than {currency} has).",
-                )
-            else:
-                if minor <= 0:
-                    self.add_error("amount", "Enter an amount above zero.")
-                elif minor > MAX_MINOR:
-                    self.add_error("amount", "This amount is too large.")
-                else:
-                    data["amount_minor"] = minor
-        return data

@@ -48,7 +48,7 @@ from django.utils.translation import override
 from invoices.models import Channel, Invoice, InvoiceKind, InvoiceState, Notification
 from invoices.selectors import invoice_balances
 from ledger.models import Account, AccountCode, LedgerEntry, LedgerTransaction
-from ledger.selectors import account_balance, tenant_balance
+from ledger.selectors import account_balance
 from ledger.services import (
     AccountKey,
     EntrySpec,
@@ -60,7 +60,7 @@ from ledger.services import (
     transactions_post,
 )
 from money.currency import format_money, is_known_currency
-from payments import stripe_client
+from payments import selectors, stripe_client
 from payments.models import (
     DISPUTE_FINAL_STATUSES,
     DISPUTE_FUNDS_WITHDRAWN,
@@ -1738,6 +1738,33 @@ def autopay_charge(
 # --- manual payments ----------------------------------------------------------------
 
 
+def _manual_money_checked(
+    *,
+    landlord: Landlord,
+    tenant: Tenant,
+    amount_minor: int,
+    currency: str,
+    method: str,
+    day: date,
+    day_field: str,
+) -> str:
+    """The checks money staff handled by hand passes (received from or paid back to a
+    tenant): an amount above zero in minor units, cash/cheque/transfer, a known
+    currency, the landlord's tenant, not in the future. Returns the currency code."""
+    currency = (currency or "").upper()
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
+        raise ValidationError({"amount_minor": _("Enter an amount above zero.")})
+    if method not in MANUAL_METHODS:
+        raise ValidationError({"method": _("Choose cash, cheque or bank transfer.")})
+    if not is_known_currency(currency):
+        raise ValidationError({"currency": _("Unknown currency.")})
+    if tenant.landlord_id != landlord.pk:
+        raise ValidationError("This tenant does not belong to this landlord.")
+    if day > timezone.now().astimezone(landlord.tz).date():
+        raise ValidationError({day_field: _("The date cannot be in the future.")})
+    return currency
+
+
 @transaction.atomic
 def manual_payment_record(
     *,
@@ -1755,18 +1782,15 @@ def manual_payment_record(
     """Record cash, a cheque or a bank transfer received by staff: posted at once
     (debit bank) through the same allocation as Stripe payments, receipt queued.
     With an `idempotency_key` (e.g. the form's token) a double submit records once."""
-    currency = (currency or "").upper()
-    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
-        raise ValidationError({"amount_minor": _("Enter an amount above zero.")})
-    if method not in MANUAL_METHODS:
-        raise ValidationError({"method": _("Choose cash, cheque or bank transfer.")})
-    if not is_known_currency(currency):
-        raise ValidationError({"currency": _("Unknown currency.")})
-    if tenant.landlord_id != landlord.pk:
-        raise ValidationError("This tenant does not belong to this landlord.")
-    today = timezone.now().astimezone(landlord.tz).date()
-    if received_on > today:
-        raise ValidationError({"received_on": _("The date cannot be in the future.")})
+    currency = _manual_money_checked(
+        landlord=landlord,
+        tenant=tenant,
+        amount_minor=amount_minor,
+        currency=currency,
+        method=method,
+        day=received_on,
+        day_field="received_on",
+    )
     # Money is received in a currency the tenant is billed in, during the tenancy (a
     # deposit or prepayment may come up to a year before move-in). Anything else is a
     # typo that would sit as credit nothing can use, or post into years long reported.
@@ -1956,22 +1980,20 @@ def tenant_credit_pay_back(
 
     Credit pays the tenant's open invoices first (applied here, under the tenant lock
     the credit sweep also takes), and what is paid back never exceeds what the tenant
-    is owed on balance (`_credit_payable`). The ledger's unique idempotency key
-    (`credit-payback:<tenant>:<currency>:<key>`) makes a double submit record once:
-    the second call returns the first posting. Decision 0018.
+    is owed on balance (`payments.selectors.tenant_credits`). The ledger's unique
+    idempotency key (`credit-payback:<tenant>:<currency>:<key>`) makes a double submit
+    record once: the second call returns the first posting. Decision 0018.
     """
-    currency = (currency or "").upper()
-    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor <= 0:
-        raise ValidationError({"amount_minor": _("Enter an amount above zero.")})
-    if method not in MANUAL_METHODS:
-        raise ValidationError({"method": _("Choose cash, cheque or bank transfer.")})
-    if not is_known_currency(currency):
-        raise ValidationError({"currency": _("Unknown currency.")})
-    if tenant.landlord_id != landlord.pk:
-        raise ValidationError("This tenant does not belong to this landlord.")
+    currency = _manual_money_checked(
+        landlord=landlord,
+        tenant=tenant,
+        amount_minor=amount_minor,
+        currency=currency,
+        method=method,
+        day=paid_on,
+        day_field="paid_on",
+    )
     today = timezone.now().astimezone(landlord.tz).date()
-    if paid_on > today:
-        raise ValidationError({"paid_on": _("The date cannot be in the future.")})
     if not in_calendar(paid_on) or paid_on < today - timedelta(days=365):
         raise ValidationError({"paid_on": _("Enter a date within the last year.")})
     # The tenant and currency are part of the key: the same form token sent again for
@@ -1990,7 +2012,9 @@ def tenant_credit_pay_back(
         return done
     now = timezone.now()
     _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now)
-    available = _credit_payable(landlord=landlord, tenant=tenant, currency=currency)
+    # What the page offers, read now under the tenant lock, after the credit paid
+    # what it could.
+    available = selectors.tenant_credits(landlord=landlord, tenant=tenant).get(currency, 0)
     if amount_minor > available:
         raise ValidationError(
             {
@@ -2033,15 +2057,6 @@ def tenant_credit_pay_back(
         data={"reference": reference, "method": method, "paid_on": paid_on.isoformat()},
     )
     return posting
-
-
-def _credit_payable(*, landlord: Landlord, tenant: Tenant, currency: str) -> int:
-    """Credit that may be paid back: what the credit account holds, but never more
-    than the tenant is owed on balance (receivable with no open invoice, e.g. a take-back
-    of credit already spent, stays owed and is not paid out)."""
-    held = _credit_available(landlord_id=landlord.pk, tenant_id=tenant.pk, currency=currency)
-    owed = tenant_balance(landlord=landlord, tenant=tenant, currency=currency)[currency]
-    return max(min(held, -owed), 0)
 
 
 def tenant_credits_apply_due(*, now: datetime) -> int:

@@ -17,17 +17,17 @@ from datetime import date, timedelta
 from django.db.models import Q, QuerySet, Sum
 
 from invoices.models import Invoice, InvoiceState
-from ledger.models import AccountCode, LedgerEntry
+from invoices.selectors import INVOICE_DOCUMENT
+from ledger.selectors import document_balances
 from tenants.models import (
-    OCCUPYING_STATUSES,
     Charge,
     ChargeFrequency,
     Landlord,
     Lease,
     Unit,
 )
+from tenants.selectors import occupying_on
 
-INVOICE_DOCUMENT = "invoice"
 CHUNK = 500
 
 
@@ -56,13 +56,6 @@ class RentRollTotals:
         return round(100 * self.occupied / self.units) if self.units else 0
 
 
-def _occupying(day: date) -> Q:
-    """A lease occupies its unit on `day`; an ended lease until its end date."""
-    return Q(status__in=OCCUPYING_STATUSES, start_date__lte=day) & (
-        Q(end_date__isnull=True) | Q(end_date__gt=day)
-    )
-
-
 def _monthly_in_force(day: date) -> Q:
     return Q(frequency=ChargeFrequency.MONTHLY, start_date__lte=day) & (
         Q(end_date__isnull=True) | Q(end_date__gt=day)
@@ -86,35 +79,27 @@ def rent_roll_units(
 
 
 def _leases_on(landlord: Landlord, day: date, units) -> QuerySet[Lease]:
-    return Lease.objects.for_landlord(landlord).filter(_occupying(day), unit__in=units)
+    return Lease.objects.for_landlord(landlord).filter(occupying_on(day), unit__in=units)
 
 
 def _owed_by_lease(landlord: Landlord, lease_ids: Sequence[int], day: date) -> dict[int, int]:
-    """Open receivable on each lease's issued invoices at the end of `day`, in the
-    lease's currency (a lease bills in one)."""
+    """Open receivable on each lease's invoices at the end of `day` (a lease bills in
+    one currency). Void invoices count: one voided later was open on that day."""
     invoices = dict(
         Invoice.objects.for_landlord(landlord)
-        .filter(lease_id__in=lease_ids, state__in=[InvoiceState.ISSUED, InvoiceState.VOID])
+        .filter(lease_id__in=lease_ids)
+        .exclude(state=InvoiceState.DRAFT)
         .values_list("pk", "lease_id")
     )
+    balances = document_balances(
+        landlord=landlord,
+        document_kind=INVOICE_DOCUMENT,
+        document_ids=invoices,
+        before=landlord.day_start(day + timedelta(days=1)),
+    )
     owed: dict[int, int] = defaultdict(int)
-    ids = sorted(invoices)
-    before = landlord.day_start(day + timedelta(days=1))
-    for start in range(0, len(ids), 5_000):
-        rows = (
-            LedgerEntry.objects.for_landlord(landlord)
-            .filter(
-                document_kind=INVOICE_DOCUMENT,
-                document_id__in=ids[start : start + 5_000],
-                account__code=AccountCode.RECEIVABLE,
-                transaction__effective_at__lt=before,
-            )
-            .values("document_id")
-            .annotate(total=Sum("amount_minor"))
-            .order_by()
-        )
-        for row in rows:
-            owed[invoices[row["document_id"]]] += int(row["total"])
+    for invoice_id, by_currency in balances.items():
+        owed[invoices[invoice_id]] += sum(by_currency.values())
     return owed
 
 

@@ -50,6 +50,16 @@ def property_list(*, landlord: Landlord, search: str = "") -> QuerySet[Property]
     return qs.order_by("name", "pk")
 
 
+def occupying_on(day: date, *, via: str = "") -> Q:
+    """Leases that occupy their unit on `day` (`via`: the path to the lease, e.g.
+    "leases" from a unit). An ended lease (notice given) still occupies it until its
+    end date."""
+    p = f"{via}__" if via else ""
+    return Q(**{f"{p}status__in": OCCUPYING_STATUSES, f"{p}start_date__lte": day}) & (
+        Q(**{f"{p}end_date__isnull": True}) | Q(**{f"{p}end_date__gt": day})
+    )
+
+
 def unit_list(
     *,
     landlord: Landlord,
@@ -63,12 +73,7 @@ def unit_list(
     if search:
         qs = qs.filter(Q(name__icontains=search) | Q(property__name__icontains=search))
     if today is not None:
-        # An ended lease (notice given) still occupies the unit until its end date.
-        occupied = Q(
-            leases__status__in=OCCUPYING_STATUSES,
-            leases__start_date__lte=today,
-        ) & (Q(leases__end_date__isnull=True) | Q(leases__end_date__gt=today))
-        qs = qs.annotate(occupied=Count("leases", filter=occupied))
+        qs = qs.annotate(occupied=Count("leases", filter=occupying_on(today, via="leases")))
     return qs.order_by("property__name", "name", "pk")
 
 
@@ -143,8 +148,7 @@ def audit_list(
 def dashboard_counts(*, landlord: Landlord, today: date) -> dict[str, int]:
     running = Q(start_date__lte=today) & (Q(end_date__isnull=True) | Q(end_date__gt=today))
     active = running & Q(status=LeaseStatus.ACTIVE)
-    # An ended lease (notice given) still occupies the unit until its end date.
-    occupying = running & Q(status__in=OCCUPYING_STATUSES)
+    occupying = occupying_on(today)
     units = Unit.objects.for_landlord(landlord)
     leases = Lease.objects.for_landlord(landlord)
     return {

@@ -38,6 +38,21 @@ def balance(landlord, invoice):
     return invoice_balances(landlord=landlord, invoices=[invoice])[invoice.pk]
 
 
+def pay_in_full(landlord, tenant, invoice, owner, *, method):
+    """Staff record the 930.00 the tenant paid on `invoice` on 3 December."""
+    return manual_payment_record(
+        landlord=landlord,
+        tenant=tenant,
+        amount_minor=93_000,
+        currency="EUR",
+        method=method,
+        reference="DEC",
+        received_on=date(2026, 12, 3),
+        actor=owner,
+        invoice=invoice,
+    )
+
+
 @pytest.fixture
 def now(time_machine):
     time_machine.move_to(NOW, tick=False)
@@ -157,17 +172,7 @@ def test_money_paid_on_the_voided_invoice_pays_the_replacement_and_the_rest_is_c
     lease = lease_with_charges(landlord=landlord, renter="Ann Mover", rent_minor=93_000)
     (december,) = bill_december(landlord=landlord)
     tenant = lease.tenants.get()
-    manual_payment_record(
-        landlord=landlord,
-        tenant=tenant,
-        amount_minor=93_000,
-        currency="EUR",
-        method="bank_transfer",
-        reference="DEC",
-        received_on=date(2026, 12, 3),
-        actor=owner,
-        invoice=december,
-    )
+    pay_in_full(landlord, tenant, december, owner, method="bank_transfer")
 
     (replacement,) = end(landlord, lease, date(2026, 12, 16), owner).replacements
 
@@ -342,17 +347,7 @@ def test_a_payment_reversed_after_the_end_is_taken_from_credit_and_the_replaceme
     lease = lease_with_charges(landlord=landlord, renter="Ann Mover", rent_minor=93_000)
     (december,) = bill_december(landlord=landlord)
     tenant = lease.tenants.get()
-    payment = manual_payment_record(
-        landlord=landlord,
-        tenant=tenant,
-        amount_minor=93_000,
-        currency="EUR",
-        method="bank_transfer",
-        reference="DEC",
-        received_on=date(2026, 12, 3),
-        actor=owner,
-        invoice=december,
-    )
+    payment = pay_in_full(landlord, tenant, december, owner, method="bank_transfer")
     (replacement,) = end(landlord, lease, date(2026, 12, 16), owner).replacements
 
     payment_reverse(payment=payment, reason="Transfer bounced", actor=owner)
@@ -372,17 +367,7 @@ def test_a_payment_reversed_after_a_plain_void_takes_back_the_credit_not_the_voi
     lease = lease_with_charges(landlord=landlord, renter="Ann Mover", rent_minor=93_000)
     (december,) = bill_december(landlord=landlord)
     tenant = lease.tenants.get()
-    payment = manual_payment_record(
-        landlord=landlord,
-        tenant=tenant,
-        amount_minor=93_000,
-        currency="EUR",
-        method="cash",
-        reference="",
-        received_on=date(2026, 12, 3),
-        actor=owner,
-        invoice=december,
-    )
+    payment = pay_in_full(landlord, tenant, december, owner, method="cash")
     invoice_services.invoice_void(invoice=december, reason="Billed in error", actor=owner)
     assert tenant_credit_balance(landlord=landlord, tenant=tenant, currency="EUR") == 93_000
 
