@@ -7,4 +7,10 @@ from reports import views
 urlpatterns = [
     path("reports/rent-roll/", views.RentRollView.as_view(), name="rent_roll"),
     path("reports/rent-roll.csv", views.RentRollCsvView.as_view(), name="rent_roll_csv"),
+    path("reports/monthly/", views.MonthlySummaryView.as_view(), name="monthly_summary"),
+    path(
+        "reports/monthly.csv",
+        views.MonthlySummaryCsvView.as_view(),
+        name="monthly_summary_csv",
+    ),
 ]

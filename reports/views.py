@@ -1,4 +1,4 @@
-"""Report pages (/app/reports/): the rent roll and its CSV.
+"""Report pages (/app/reports/): the rent roll and the monthly summary, each with its CSV.
 
 Edges only, on the dashboard's `StaffView`: parse the query, call a selector, render
 or stream. Looking needs VIEW; downloading needs EXPORT. A bad parameter on the page
@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from django import forms
 
-from reports import selectors
+from reports import monthly, selectors
 from tenants.exports import csv_amount, csv_download, csv_text
 from tenants.models import Permission, Property
 from tenants.query import FIRST_YEAR, LAST_YEAR, bad_query, whole_number
@@ -124,6 +124,92 @@ class RentRollCsvView(_RentRollMixin, StaffView):
                 "monthly_charges",
                 "deposit",
                 "owed",
+            ),
+            rows=rows(),
+        )
+
+
+class MonthlySummaryForm(forms.Form):
+    year = forms.IntegerField(
+        required=False,
+        min_value=FIRST_YEAR,
+        max_value=LAST_YEAR,
+        error_messages={"invalid": "Enter a year, e.g. 2026."},
+    )
+
+
+class _MonthlySummaryMixin:
+    def summary(self, request):
+        """(form, year, summaries); summaries is None when the query is bad."""
+        form = MonthlySummaryForm(request.GET)
+        if not form.is_valid():
+            return form, None, None
+        today = self.today()
+        year = form.cleaned_data["year"] or today.year
+        return form, year, monthly.monthly_summary(landlord=self.landlord, year=year, through=today)
+
+
+class MonthlySummaryView(_MonthlySummaryMixin, StaffView):
+    def get(self, request):
+        form, year, summaries = self.summary(request)
+        response = self.render(
+            "reports/monthly_summary.html",
+            form=form,
+            year=year,
+            summaries=summaries or [],
+            this_year=self.today().year,
+        )
+        if summaries is None:
+            response.status_code = 400
+        return response
+
+
+class MonthlySummaryCsvView(_MonthlySummaryMixin, StaffView):
+    permission = Permission.EXPORT
+
+    def get(self, request):
+        form, year, summaries = self.summary(request)
+        if summaries is None:
+            return bad_query(form.errors)
+
+        def line(label: str, row: monthly.MonthSummary, currency: str, owed_start: int):
+            return (
+                label,
+                currency,
+                csv_amount(owed_start, currency),
+                *(csv_amount(getattr(row, name), currency) for name in monthly.BILLED_COLUMNS),
+                csv_amount(row.billed, currency),
+                csv_amount(row.received, currency),
+                csv_amount(row.processor_fees, currency),
+                csv_amount(row.written_off, currency),
+                csv_amount(row.adjustments, currency),
+                csv_amount(row.owed_end, currency),
+            )
+
+        def rows():
+            for summary in summaries:
+                owed = summary.owed_start
+                for row in summary.months:
+                    yield line(row.month.strftime("%Y-%m"), row, summary.currency, owed)
+                    owed = row.owed_end
+                yield line(f"{year} total", summary.totals, summary.currency, summary.owed_start)
+
+        return csv_download(
+            filename=f"{self.landlord.slug}-monthly-summary-{year}.csv",
+            header=(
+                "month",
+                "currency",
+                "owed_at_start",
+                "rent",
+                "other_charges",
+                "late_fees",
+                "tax",
+                "billed",
+                "received",
+                "processor_fees_in_received",
+                "written_off",
+                "adjustments",
+                "owed_at_end",
             ),
             rows=rows(),
         )

@@ -6,9 +6,11 @@ import re
 
 from django.core.management import call_command
 from django.db.models import Count
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from tenants.models import Lease
+from invoices.services import billing_run_execute
+from tenants.models import Landlord, Lease
 from tests.browser.conftest import assert_no_horizontal_overflow, assert_styled, log_in
 
 OWNER = "owner@spree-living.example"
@@ -39,6 +41,16 @@ def login_error(page: Page, artifacts, name: str) -> None:
 
 def test_pages_fit_phone_and_desktop(app: Page, open_phone, artifacts):
     call_command("seed_demo", no_billing=True, stdout=io.StringIO())
+    # One month billed, so the monthly summary shows its table rather than its empty state.
+    spree = Landlord.objects.get(slug="spree-living")
+    today = timezone.localdate(timezone.now(), spree.tz)
+    billing_run_execute(
+        landlord=spree,
+        period_start=today.replace(day=1),
+        as_of=today,
+        started_by="test",
+        on_schedule=True,
+    )
     desktop = app
     login_error(desktop, artifacts, "login-error-desktop")
     log_in(desktop, OWNER)
@@ -71,6 +83,7 @@ def test_pages_fit_phone_and_desktop(app: Page, open_phone, artifacts):
         ("/app/dunning/policies/new/", "dunning-policy-form"),
         ("/app/dunning/messages/overdue_notice/de/", "dunning-message-form"),
         ("/app/reports/rent-roll/", "rent-roll"),
+        ("/app/reports/monthly/", "monthly-summary"),
         (f"/app/leases/{lease.pk}/end/", "lease-end"),
     ]
     for page, device in ((phone, "phone"), (desktop, "desktop")):
