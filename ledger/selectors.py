@@ -12,7 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Case, Exists, F, OuterRef, Prefetch, QuerySet, Sum, Value, When, Window
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Coalesce
 
 from ledger.hashing import EntryContent, chain_hash, content_hash
@@ -350,8 +362,10 @@ def landlord_ids_to_check() -> list[int]:
 def tenant_statement(*, landlord: Landlord, tenant: Tenant) -> QuerySet[LedgerEntry]:
     """The tenant's receivable and credit entries, oldest first, with a running balance.
 
-    Each entry carries `effective_at`, `seq`, `description` and `running_balance`
-    (per currency, debit positive = owed) annotations; ordered by effective_at, seq.
+    Each entry carries `effective_at`, `seq`, `description`, `transaction_key` (the
+    posting's idempotency key), `reversed_by_seq` (the seq of the posting that reversed
+    it, or None) and `running_balance` (per currency, debit positive = owed)
+    annotations; ordered by effective_at, seq.
     """
     order = [F("transaction__effective_at").asc(), F("transaction__seq").asc(), F("pk").asc()]
     return (
@@ -361,6 +375,12 @@ def tenant_statement(*, landlord: Landlord, tenant: Tenant) -> QuerySet[LedgerEn
             effective_at=F("transaction__effective_at"),
             seq=F("transaction__seq"),
             description=F("transaction__description"),
+            transaction_key=F("transaction__idempotency_key"),
+            reversed_by_seq=Subquery(
+                LedgerTransaction.objects.filter(reverses=OuterRef("transaction_id")).values("seq")[
+                    :1
+                ]
+            ),
             running_balance=Window(
                 Sum("amount_minor"), partition_by=[F("currency")], order_by=order
             ),

@@ -114,6 +114,15 @@ class PaymentReverseForm(forms.Form):
     )
 
 
+class CreditPayBackReverseForm(forms.Form):
+    reason = forms.CharField(
+        max_length=200,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the ledger reversal and in the activity log, e.g. Wrong amount typed.",
+        error_messages={"required": "Say why the pay-back is undone."},
+    )
+
+
 class PaymentSettingsForm(forms.Form):
     allow_partial = forms.BooleanField(
         label="Allow partial payments",

@@ -164,6 +164,46 @@ def tenant_credits(*, landlord: Landlord, tenant: Tenant) -> dict[str, int]:
     return {currency: amount for currency, amount in payable.items() if amount > 0}
 
 
+# The idempotency key of every pay-back posting starts so (tenant_credit_pay_back).
+CREDIT_PAY_BACK_KEY = "credit-payback:"
+
+
+def is_credit_pay_back(idempotency_key: str) -> bool:
+    return idempotency_key.startswith(CREDIT_PAY_BACK_KEY)
+
+
+@dataclass(frozen=True)
+class CreditPayBack:
+    """A pay-back posting as a page shows it: whose credit, how much, undone or not."""
+
+    posting: LedgerTransaction
+    tenant: Tenant
+    amount_minor: int
+    currency: str
+    reversal: LedgerTransaction | None
+
+
+def credit_pay_back_get(*, landlord: Landlord, pk: int) -> CreditPayBack:
+    """The landlord's pay-back posting `pk`, or 404 (another landlord's, or a posting
+    that is no pay-back)."""
+    posting = get_object_or_404(
+        LedgerTransaction.objects.for_landlord(landlord).filter(
+            idempotency_key__startswith=CREDIT_PAY_BACK_KEY
+        ),
+        pk=pk,
+    )
+    entry = posting.entries.select_related("account__tenant").get(
+        account__code=AccountCode.TENANT_CREDIT
+    )
+    return CreditPayBack(
+        posting=posting,
+        tenant=entry.account.tenant,
+        amount_minor=entry.amount_minor,
+        currency=entry.currency,
+        reversal=LedgerTransaction.objects.filter(reverses=posting).first(),
+    )
+
+
 def tenant_currencies(*, landlord: Landlord, tenant: Tenant) -> list[str]:
     """The currencies the tenant is billed in (their leases'), sorted."""
     return sorted(

@@ -1998,7 +1998,7 @@ def tenant_credit_pay_back(
         raise ValidationError({"paid_on": _("Enter a date within the last year.")})
     # The tenant and currency are part of the key: the same form token sent again for
     # another currency (the browser's Back) is another pay-back, not this one.
-    key = f"credit-payback:{tenant.pk}:{currency}:{idempotency_key}"
+    key = f"{selectors.CREDIT_PAY_BACK_KEY}{tenant.pk}:{currency}:{idempotency_key}"
     _lock_tenant(tenant.pk)
     done = LedgerTransaction.objects.for_landlord(landlord).filter(idempotency_key=key).first()
     if done is not None:
@@ -2057,6 +2057,58 @@ def tenant_credit_pay_back(
         data={"reference": reference, "method": method, "paid_on": paid_on.isoformat()},
     )
     return posting
+
+
+@transaction.atomic
+def tenant_credit_pay_back_reverse(
+    *,
+    landlord: Landlord,
+    posting: LedgerTransaction,
+    reason: str,
+    actor,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Undo a pay-back recorded in error (the wrong amount, the wrong tenant, a transfer
+    that was never sent): its reversing posting, bank → tenant credit, effective now, so
+    months already reported keep what they said. The credit is the tenant's again and,
+    as any credit, first pays what they owe. Once per pay-back: the reversal's key is
+    the pay-back's, so a repeated submit returns the same reversal. Decision 0018.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": _("Say why the pay-back is undone.")})
+    if posting.landlord_id != landlord.pk or not selectors.is_credit_pay_back(
+        posting.idempotency_key
+    ):
+        raise ValidationError(_("This posting is not a pay-back of this landlord's."))
+    tenant_id = int(
+        posting.idempotency_key.removeprefix(selectors.CREDIT_PAY_BACK_KEY).split(":")[0]
+    )
+    _lock_tenant(tenant_id)
+    now = now or timezone.now()
+    key = f"credit-payback-reversal:{posting.pk}"
+    done = LedgerTransaction.objects.filter(reverses=posting).first()
+    if done is not None:
+        if done.idempotency_key == key:
+            return done
+        raise ValidationError(_("This pay-back is already reversed."))
+    reversal = transaction_reverse(
+        landlord=landlord,
+        transaction=posting,
+        reason=f"pay-back undone: {reason}"[:200],
+        effective_at=now,
+        idempotency_key=key,
+    )
+    _credit_apply(landlord=landlord, tenant_id=tenant_id, when=now)
+    audit(
+        landlord=landlord,
+        actor=actor,
+        action="credit.pay_back_reverse",
+        obj=Tenant.objects.for_landlord(landlord).get(pk=tenant_id),
+        summary=f"Undid pay-back #{posting.seq}: {reason}"[:300],
+        data={"posting": posting.pk, "reversal": reversal.pk},
+    )
+    return reversal
 
 
 def tenant_credits_apply_due(*, now: datetime) -> int:

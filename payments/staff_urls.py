@@ -20,6 +20,11 @@ urlpatterns = [
         views.CreditPayBackView.as_view(),
         name="tenant_credit_pay_back",
     ),
+    path(
+        "credit-pay-backs/<int:pk>/reverse/",
+        views.CreditPayBackReverseView.as_view(),
+        name="credit_pay_back_reverse",
+    ),
     path("stripe-events/", views.StripeEventListView.as_view(), name="stripe_event_list"),
     path(
         "stripe-events/<int:pk>/",

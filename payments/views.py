@@ -16,9 +16,11 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from ledger.models import LedgerTransaction
 from payments import selectors, services
 from payments.forms import (
     CreditPayBackForm,
+    CreditPayBackReverseForm,
     ManualPaymentForm,
     PaymentReverseForm,
     PaymentSettingsForm,
@@ -257,6 +259,44 @@ class CreditPayBackView(StaffView):
                 messages.success(request, f"Credit paid back to {tenant.full_name} is recorded.")
                 return redirect("dashboard:tenant_statement", pk=tenant.pk)
         return self.show(tenant, credits, form)
+
+
+class CreditPayBackReverseView(StaffView):
+    """Undo a pay-back recorded in error: a confirmation page that requires a reason."""
+
+    model = LedgerTransaction  # the object its <pk> names (tests/tenants/test_isolation.py)
+    permission = Permission.MANAGE_MONEY
+
+    def get(self, request, pk: int):
+        pay_back = selectors.credit_pay_back_get(landlord=self.landlord, pk=pk)
+        return self.show(pay_back, CreditPayBackReverseForm())
+
+    def show(self, pay_back, form):
+        return self.render(
+            "payments/dashboard/credit_pay_back_reverse.html", pay_back=pay_back, form=form
+        )
+
+    def post(self, request, pk: int):
+        pay_back = selectors.credit_pay_back_get(landlord=self.landlord, pk=pk)
+        form = CreditPayBackReverseForm(request.POST)
+        if form.is_valid():
+            try:
+                services.tenant_credit_pay_back_reverse(
+                    landlord=self.landlord,
+                    posting=pay_back.posting,
+                    reason=form.cleaned_data["reason"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(
+                    request,
+                    f"The pay-back to {pay_back.tenant.full_name} is undone: the credit is "
+                    "theirs again.",
+                )
+                return redirect("dashboard:tenant_statement", pk=pay_back.tenant.pk)
+        return self.show(pay_back, form)
 
 
 class PaymentReverseView(StaffView):
