@@ -667,6 +667,38 @@ def _payment_in_flight(invoice: Invoice) -> bool:
     )
 
 
+def _reclaim_held(invoice: Invoice, step: DunningStep, *, now: datetime) -> str:
+    """Why a stuck payment attempt must not call Stripe again now ("" if it may).
+
+    Its first call may never have reached Stripe, and the charge it would send is the
+    open amount at the time of the claim: the tenant may have paid since (in part, or
+    by a bank debit still processing). Sending it then charges them twice. A first
+    call that did reach Stripe needs no second one: its webhook posts the outcome."""
+    attempt = Payment.objects.filter(
+        landlord_id=invoice.landlord_id, idempotency_key=f"autopay:{invoice.pk}:{step.attempt}"
+    ).first()
+    others = Payment.objects.filter(
+        tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING
+    ).filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
+    if attempt is not None:
+        others = others.exclude(pk=attempt.pk)
+    if others.exists():
+        return "waiting"
+    balance = invoice_balances(landlord=invoice.landlord, invoices=[invoice])[invoice.pk]
+    reason = _stop_reason(invoice, balance=balance)
+    if (
+        not reason
+        and attempt is not None
+        and attempt.status == PaymentStatus.REQUIRES_PAYMENT
+        and attempt.amount_minor > balance
+    ):
+        reason = "Not charged again: the open amount fell since the attempt started"
+    if reason:
+        _finish(step, status=StepStatus.SKIPPED, detail=reason, now=now)
+        return "skipped"
+    return ""
+
+
 def _take(invoice_id: int, planned: Planned, *, now: datetime) -> str:
     """Take one non-payment step in one transaction; returns what happened."""
     with transaction.atomic():
@@ -946,6 +978,9 @@ def _attempt(invoice_id: int, planned: Planned, *, now: datetime) -> str:
                     now=now,
                 )
                 return "failed"
+            held = _reclaim_held(invoice, step, now=now)
+            if held:
+                return held
         else:
             if _payment_in_flight(invoice):
                 return "waiting"
