@@ -674,6 +674,16 @@ def _reclaim_held(invoice: Invoice, step: DunningStep, *, now: datetime) -> str:
     open amount at the time of the claim: the tenant may have paid since (in part, or
     by a bank debit still processing). Sending it then charges them twice. A first
     call that did reach Stripe needs no second one: its webhook posts the outcome."""
+    if step.invoice_id != invoice.pk:
+        # Claimed on the invoice `invoice` replaces: that one is void, and its charge
+        # is for the whole old rent.
+        _finish(
+            step,
+            status=StepStatus.SKIPPED,
+            detail=f"Invoice voided, replaced by {invoice.number}: not charged again",
+            now=now,
+        )
+        return "skipped"
     attempt = Payment.objects.filter(
         landlord_id=invoice.landlord_id, idempotency_key=f"autopay:{invoice.pk}:{step.attempt}"
     ).first()
@@ -966,7 +976,15 @@ def _attempt(invoice_id: int, planned: Planned, *, now: datetime) -> str:
             # invoice lock, so a tick that waited for another's takeover sees it
             # fresh (not stuck) and backs off; comparing `updated_at` with the value
             # just read here would let every waiting tick through.
-            step = DunningStep.objects.get(invoice=invoice, key=planned.key)
+            # A replacement carries on the steps of the invoice it replaces
+            # (`_steps_taken`), a claim left stuck there among them.
+            ids = [invoice.pk]
+            if invoice.kind == InvoiceKind.RENT and invoice.adjusts_id:
+                ids.append(invoice.adjusts_id)
+            step = min(
+                DunningStep.objects.filter(invoice_id__in=ids, key=planned.key),
+                key=lambda s: s.invoice_id != invoice.pk,
+            )
             if step.status != StepStatus.PENDING or step.updated_at >= now - STUCK_AFTER:
                 return "taken"
             DunningStep.objects.filter(pk=step.pk).update(updated_at=now)

@@ -100,3 +100,45 @@ def test_a_stuck_autopay_attempt_does_not_charge_its_old_amount_after_a_part_pay
     step.refresh_from_db()
     assert step.status != StepStatus.PENDING
     books_ok(landlord)
+
+
+@pytest.mark.django_db
+def test_a_stuck_attempt_on_an_invoice_replaced_since_neither_blocks_nor_charges_the_old_rent(
+    landlord, other_landlord, owner, fake_stripe, monkeypatch, time_machine
+):
+    from datetime import date
+
+    from invoices import services as invoice_services
+
+    other_landlord_world(other_landlord)
+    (renter,) = renters(landlord, BERLIN)
+    autopay_on(renter)
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    time_machine.move_to(now, tick=False)
+    step = _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now)
+    # An hour later the landlord records that the tenant leaves on the 16th.
+    time_machine.move_to(now + timedelta(minutes=10), tick=False)
+    (replacement,) = invoice_services.lease_end_and_rebill(
+        landlord=landlord,
+        lease=renter.invoice.lease,
+        end_date=date(2026, 12, 16),
+        reason="Moved out",
+        actor=owner,
+    ).replacements
+
+    later = now + STUCK_AFTER + timedelta(minutes=1)
+    time_machine.move_to(later, tick=False)
+    result = dunning_tick(now=later)
+
+    assert "error" not in result.counts, result.counts
+    # The void invoice's whole rent is not charged.
+    assert fake_stripe.keys("payment_intent_create") == []
+    step.refresh_from_db()
+    assert step.status == StepStatus.SKIPPED
+    # The replacement's dunning goes on (its notices are not blocked by the old claim).
+    later = later + timedelta(days=2)
+    time_machine.move_to(later, tick=False)
+    result = dunning_tick(now=later)
+    assert "error" not in result.counts, result.counts
+    assert DunningStep.objects.filter(invoice=replacement).exists()
+    books_ok(landlord)
