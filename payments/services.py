@@ -1823,7 +1823,15 @@ def manual_payment_record(
     key = idempotency_key or f"manual:{uuid.uuid4().hex}"
     existing = Payment.objects.for_landlord(landlord).filter(idempotency_key=key).first()
     if existing is not None:
-        return existing
+        return _manual_payment_same(
+            existing,
+            tenant=tenant,
+            amount_minor=amount_minor,
+            currency=currency,
+            method=method,
+            received_on=received_on,
+            invoice=invoice,
+        )
     try:
         with transaction.atomic():
             payment = Payment.objects.create(
@@ -1841,7 +1849,15 @@ def manual_payment_record(
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
             )
     except IntegrityError:
-        return Payment.objects.for_landlord(landlord).get(idempotency_key=key)
+        return _manual_payment_same(
+            Payment.objects.for_landlord(landlord).get(idempotency_key=key),
+            tenant=tenant,
+            amount_minor=amount_minor,
+            currency=currency,
+            method=method,
+            received_on=received_on,
+            invoice=invoice,
+        )
     payment = _payments_locked().get(pk=payment.pk)
     when = landlord.day_start(received_on)
     payment.succeeded_at = when
@@ -1857,6 +1873,34 @@ def manual_payment_record(
         f"{format_money(amount_minor, currency)} from {tenant}",
         data={"reference": payment.reference, "invoice_id": invoice.pk if invoice else None},
     )
+    return payment
+
+
+def _manual_payment_same(
+    payment: Payment,
+    *,
+    tenant: Tenant,
+    amount_minor: int,
+    currency: str,
+    method: str,
+    received_on: date,
+    invoice: Invoice | None,
+) -> Payment:
+    """The payment a key already recorded, if this call records the same money. The
+    form's token comes back with other money when staff go Back and type the next
+    cheque: returning the first payment then would drop the second unrecorded, while
+    the page says it was recorded."""
+    if (
+        payment.tenant_id != tenant.pk
+        or payment.amount_minor != amount_minor
+        or payment.currency != currency
+        or payment.method != method
+        or payment.received_on != received_on
+        or payment.invoice_id != (invoice.pk if invoice else None)
+    ):
+        raise ValidationError(
+            _("This form was already used to record a payment; open it again for another.")
+        )
     return payment
 
 

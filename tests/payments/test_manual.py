@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from payments.models import Method, PaymentStatus
+from payments.models import Method, Payment, PaymentStatus
 from payments.services import manual_payment_record, payment_reverse
 from tenants.models import AuditEvent
 from tests.payments.helpers import balances, books_ok, pi_event, start, status_of
@@ -50,6 +50,19 @@ def test_a_double_submit_with_the_same_key_records_once(world):
     second = record(world, RENT, idempotency_key="form-123")
     assert first.pk == second.pk
     assert balances(world.landlord)["bank"] == RENT
+
+
+def test_the_same_form_sent_again_for_another_cheque_is_refused_not_dropped(world):
+    # Staff go Back to the form they just sent and type the next cheque of the pile.
+    first = record(world, RENT, idempotency_key="form-123")
+    with pytest.raises(ValidationError):
+        record(world, 50_000, reference="Cheque 004712", idempotency_key="form-123")
+    with pytest.raises(ValidationError):
+        record(world, RENT, received_on=date(2026, 11, 21), idempotency_key="form-123")
+    assert first.tenant.payments.count() == 1
+    assert balances(world.landlord)["bank"] == RENT
+    assert Payment.objects.filter(landlord=world.other).count() == 1  # B's own, untouched
+    books_ok(world.landlord)
 
 
 def test_a_reversed_cheque_reopens_the_invoice_and_keeps_the_reason(world):
