@@ -1027,12 +1027,28 @@ def _charge_of(pi: dict) -> dict | str | None:
     return charges[0] if charges else None
 
 
-def _fee_from_charge(charge, *, stripe_account: str | None) -> int | None:
+def _fee_in(txn, *, currency: str, source: str) -> int | None:
+    """The fee of a Stripe balance transaction in `currency` (the payment's), or None
+    when it is in another one. Stripe states fees in the account's settlement currency:
+    a GBP charge on an account that settles in EUR has a EUR fee, and posting that
+    number as GBP would book a wrong amount. Such a fee stays unknown (shown so on the
+    payment) rather than converted at a rate the books cannot reconcile."""
+    fee_currency = (txn.get("currency") or currency).upper()
+    if fee_currency != currency.upper():
+        log.warning(
+            "Fee of %s is in %s, the payment in %s: not posted", source, fee_currency, currency
+        )
+        return None
+    return int(txn.get("fee") or 0)
+
+
+def _fee_from_charge(charge, *, currency: str, stripe_account: str | None) -> int | None:
     """The Stripe fee of a charge, from its balance transaction (one API call when
-    the event carries only the charge id), or None while unknown: not settled yet, or
-    Stripe unreachable. The payout reconciliation fills in fees still unknown."""
+    the event carries only the charge id), or None while unknown: not settled yet,
+    Stripe unreachable, or stated in another currency than the payment's (`_fee_in`).
+    The payout reconciliation fills in fees still unknown."""
     if isinstance(charge, dict) and isinstance(charge.get("balance_transaction"), dict):
-        return int(charge["balance_transaction"].get("fee") or 0)
+        return _fee_in(charge["balance_transaction"], currency=currency, source=_id_of(charge))
     charge_id = _id_of(charge)
     if not charge_id:
         return None
@@ -1042,7 +1058,7 @@ def _fee_from_charge(charge, *, stripe_account: str | None) -> int | None:
         log.warning("Fee of %s unknown for now: %s", charge_id, exc)
         return None
     txn = found.get("balance_transaction")
-    return int(txn.get("fee") or 0) if isinstance(txn, dict) else None
+    return _fee_in(txn, currency=currency, source=charge_id) if isinstance(txn, dict) else None
 
 
 def _mark_succeeded(
@@ -1104,7 +1120,7 @@ def _apply_payment_intent(
             )
         charge = _charge_of(pi)
         fee = (
-            _fee_from_charge(charge, stripe_account=stripe_account)
+            _fee_from_charge(charge, currency=payment.currency, stripe_account=stripe_account)
             if payment.fee_minor is None
             else None
         )
@@ -2663,7 +2679,11 @@ def _payout_items_reconcile(*, payout: Payout, stripe_account: str | None) -> bo
         )
         settles_payment = payment is not None and txn.get("type") in ("charge", "payment")
         if settles_payment and payment.posting_id and payment.fee_minor is None:
-            _payment_fee_record(payment=payment, fee=fee, when=timezone.now())
+            _payment_fee_record(
+                payment=payment,
+                fee=_fee_in(txn, currency=payment.currency, source=source),
+                when=timezone.now(),
+            )
             payment.save()
     PayoutItem.objects.bulk_create(items, ignore_conflicts=True)
     payout.items_reconciled = True

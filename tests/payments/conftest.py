@@ -107,15 +107,18 @@ class FakeStripe:
             raise stripe.APIConnectionError("fake Stripe: charge not known")
         return self.charges[charge_id]
 
-    def add_charge(self, payment, *, fee: int, amount: int | None = None) -> str:
-        """Register the charge of a payment's PaymentIntent with its fee; its id."""
+    def add_charge(
+        self, payment, *, fee: int, amount: int | None = None, settled_in: str = "eur"
+    ) -> str:
+        """Register the charge of a payment's PaymentIntent with its fee (stated in the
+        `settled_in` currency); its id."""
         charge_id = f"ch_for_{payment.stripe_payment_intent_id}"
         self.charges[charge_id] = so.charge(
             id=charge_id,
             amount=amount or payment.amount_minor,
             payment_intent=payment.stripe_payment_intent_id,
-            balance_transaction=so.example(
-                "balance_transaction", id=f"txn_{charge_id}", fee=fee, source=charge_id
+            balance_transaction=so.balance_transaction(
+                id=f"txn_{charge_id}", fee=fee, source=charge_id, currency=settled_in
             ),
         )
         return charge_id

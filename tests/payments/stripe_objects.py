@@ -94,6 +94,14 @@ def payment_intent(
     )
 
 
+def balance_transaction(*, id: str, source: str = "", fee: int = 0, currency: str = "eur", **fields):
+    """A balance transaction; its `currency` is the account's settlement currency, the
+    one Stripe states the fee in."""
+    return example(
+        "balance_transaction", id=id, source=source, fee=fee, currency=currency, **fields
+    )
+
+
 def refund(
     *, charge_id: str, amount: int, status: str = "succeeded", id: str | None = None
 ) -> dict:

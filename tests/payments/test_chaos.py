@@ -89,8 +89,8 @@ def _build_events(*, landlord, tenants, rng: random.Random):
                 id=charge_id,
                 amount=amount,
                 payment_intent=pi_id,
-                balance_transaction=so.example(
-                    "balance_transaction", id=f"txn_chaos{n:06d}", fee=fee, source=charge_id
+                balance_transaction=so.balance_transaction(
+                    id=f"txn_chaos{n:06d}", fee=fee, source=charge_id
                 ),
             )
             pi = so.payment_intent(

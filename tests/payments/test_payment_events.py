@@ -52,6 +52,22 @@ def test_starting_a_payment_creates_the_intent_with_metadata_and_an_idempotency_
     assert len(fake_stripe.keys("payment_intent_create")) == 1
 
 
+def test_a_fee_in_the_settlement_currency_is_not_booked_in_the_payments(
+    world, deliver, fake_stripe
+):
+    """A EUR payment on an account that settles in GBP: Stripe's fee is in GBP. The
+    payment is posted; the fee stays unknown instead of 380 GBP booked as EUR."""
+    payment = start(world, RENT, invoice=world.december)
+    fake_stripe.add_charge(payment, fee=380, settled_in="gbp")
+    assert deliver(pi_event(payment, "succeeded")).status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert payment.fee_minor is None
+    assert balances(world.landlord)["cash_in_transit"] == RENT
+    assert "processor_fees" not in balances(world.landlord)
+    assert status_of(world.landlord, world.december) == "paid"
+
+
 def test_a_succeeded_payment_posts_balanced_entries_allocated_to_the_chosen_invoice(
     world, deliver, fake_stripe
 ):

@@ -38,8 +38,7 @@ def test_a_paid_payout_moves_cash_in_transit_to_the_bank_and_lists_its_payments(
     connected, paid, deliver, fake_stripe
 ):
     fake_stripe.payout_txns["po_test1"] = [
-        so.example(
-            "balance_transaction",
+        so.balance_transaction(
             id="txn_c1",
             type="charge",
             source=paid.stripe_charge_id,
@@ -47,7 +46,7 @@ def test_a_paid_payout_moves_cash_in_transit_to_the_bank_and_lists_its_payments(
             fee=380,
             net=RENT - 380,
         ),
-        so.example("balance_transaction", id="txn_po", type="payout", source="po_test1"),
+        so.balance_transaction(id="txn_po", type="payout", source="po_test1"),
     ]
     deliver(payout_event("paid", amount=RENT - 380))
     world = connected
@@ -60,6 +59,31 @@ def test_a_paid_payout_moves_cash_in_transit_to_the_bank_and_lists_its_payments(
     paid.refresh_from_db()
     assert paid.fee_minor == 380  # unknown at success, filled in from the payout
     books_ok(world.landlord)
+
+
+def test_a_fee_stated_in_another_currency_is_not_posted_as_the_payments(
+    connected, paid, deliver, fake_stripe
+):
+    """Stripe states fees in the settlement currency: a USD fee on a EUR payment is not
+    booked as EUR; the fee stays unknown and the books stay right."""
+    fake_stripe.payout_txns["po_test1"] = [
+        so.balance_transaction(
+            id="txn_c1",
+            type="charge",
+            source=paid.stripe_charge_id,
+            amount=130_000,
+            fee=410,
+            net=130_000 - 410,
+            currency="usd",
+        ),
+    ]
+    deliver(payout_event("paid"))
+    paid.refresh_from_db()
+    assert paid.fee_minor is None and paid.fee_posting is None
+    assert balances(connected.landlord).get("processor_fees", 0) == 0
+    (item,) = PayoutItem.objects.all()
+    assert item.fee_minor == 410  # what Stripe said, kept on the payout's item
+    books_ok(connected.landlord)
 
 
 def test_a_payout_whose_items_cannot_be_listed_is_still_posted(connected, paid, deliver):

@@ -116,7 +116,7 @@ def test_refunding_an_overpayment_takes_the_tenant_credit_first(world, deliver):
 
 
 def test_a_dispute_puts_the_amount_back_on_the_tenant_and_a_lost_one_keeps_it(world, paid, deliver):
-    fee_txn = so.example("balance_transaction", id="txn_dispute_fee", fee=1500, currency="eur")
+    fee_txn = so.balance_transaction(id="txn_dispute_fee", fee=1500, currency="eur")
     deliver(dispute_event(paid, "needs_response", balance_transactions=[fee_txn]))
     paid.refresh_from_db()
     assert paid.status == PaymentStatus.DISPUTED
