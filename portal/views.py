@@ -27,6 +27,7 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.translation import gettext as _
 from django.views import View
 
+from money.currency import is_known_currency
 from payments import stripe_client
 from payments.models import BANK_DEBIT_METHODS, Method, PaymentStatus
 from portal import selectors, services
@@ -369,6 +370,10 @@ class PayView(PortalView):
                 currency = next(iter(owed))
             if not currency:
                 currency = self.landlord.default_currency
+            if not is_known_currency(currency):
+                # Read straight from the request into the balance query: a forged code
+                # (one with a NUL in it) must stop here, not in PostgreSQL.
+                raise ValidationError(_("Unknown currency."))
         due = services.amount_due(tenant=self.tenant, currency=currency, invoice=invoice)
         return invoice, currency, due
 

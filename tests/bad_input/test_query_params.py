@@ -63,3 +63,29 @@ def test_starting_a_billing_run_for_december_9999_is_a_month_error_and_writes_no
     assert response.status_code in (200, 400)
     assert "month" in response.context["form"].errors
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("currency", ["\x00", "E\x00R", "ZZZ"])
+def test_paying_in_the_portal_with_a_forged_currency_is_refused_and_writes_nothing(
+    client, world, currency
+):
+    # The pay page's POST read `currency` straight into the balance query: a NUL
+    # reached PostgreSQL ("text fields cannot contain NUL"), a 500.
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="ada.portal@example.test")
+    world.tenant.user = user
+    world.tenant.save(update_fields=["user"])
+    client.raise_request_exception = False
+    client.force_login(user)
+    before = snapshot()
+
+    response = client.post(
+        reverse("portal:pay"),
+        {"key": "k" * 20, "currency": currency, "method": "card", "payment_method_id": "pm_x"},
+        HTTP_ACCEPT="application/json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"__all__": ["Unknown currency."]}
+    assert snapshot() == before
