@@ -571,6 +571,13 @@ class MethodAutopayView(PortalView):
 
 
 class MethodRemoveView(PortalView):
+    """Remove a saved card or bank account: a confirmation page, then the removal (it
+    is detached at Stripe for good, and autopay with it stops)."""
+
+    def get(self, request, pk: int):
+        saved = selectors.saved_method_get(tenant=self.tenant, pk=pk)
+        return self.render("portal/method_remove.html", method=saved)
+
     def post(self, request, pk: int):
         saved = selectors.saved_method_get(tenant=self.tenant, pk=pk)
         try:

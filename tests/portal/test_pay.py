@@ -432,6 +432,28 @@ def test_a_card_is_added_turned_off_and_on_for_autopay_and_removed(tenant_client
     )
 
 
+def test_removing_a_saved_card_asks_first_and_the_list_has_no_one_click_remove(
+    tenant_client, me, fake_stripe
+):
+    # "Remove" posted at once: one stray click detached the card at Stripe (it cannot be
+    # attached again) and stopped autopay, so the next rent went unpaid.
+    pm = fake_stripe.add_card("1881")
+    tenant_client.post(reverse("portal:method_add"), {"payment_method_id": pm, "autopay": "on"})
+    saved = SavedPaymentMethod.objects.get(tenant=me.tenant)
+    url = reverse("portal:method_remove", args=[saved.pk])
+
+    listing = tenant_client.get(reverse("portal:methods")).content.decode()
+    confirm = tenant_client.get(url)
+
+    assert f'action="{url}"' not in listing
+    assert f'href="{url}"' in listing
+    assert confirm.status_code == 200
+    assert "autopay" in confirm.content.decode().lower()
+    saved.refresh_from_db()
+    assert saved.detached_at is None and saved.autopay
+    assert [call for call, _kw in fake_stripe.calls if call == "payment_method_detach"] == []
+
+
 def test_a_german_tenant_types_the_amount_with_a_decimal_comma(tenant_client, me, fake_stripe):
     Tenant.objects.filter(pk=me.tenant.pk).update(language="de")
     page = tenant_client.get(reverse("portal:pay"), {"invoice": me.november.pk})
