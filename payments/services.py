@@ -1651,7 +1651,8 @@ def _autopay_result(payment: Payment) -> AutopayResult:
 def autopay_charge(
     *, landlord: Landlord, invoice: Invoice, attempt: int, now: datetime
 ) -> AutopayResult:
-    """Charge an invoice's open balance off-session with the tenant's autopay method.
+    """Charge an invoice's open balance off-session with the tenant's autopay method,
+    after credit held for the tenant has paid what it can.
 
     Idempotent per (invoice, attempt): the Payment's key and Stripe's idempotency key
     are both `autopay:<invoice>:<attempt>`, so a re-run returns the first outcome and
@@ -1667,8 +1668,7 @@ def autopay_charge(
     if payment is None:
         if invoice.state != InvoiceState.ISSUED:
             return AutopayResult("skipped", reason="invoice_not_issued")
-        due = invoice_balances(landlord=landlord, invoices=[invoice])[invoice.pk]
-        if due <= 0:
+        if invoice_balances(landlord=landlord, invoices=[invoice])[invoice.pk] <= 0:
             return AutopayResult("skipped", reason="nothing_due")
         saved = (
             SavedPaymentMethod.objects.for_landlord(landlord)
@@ -1687,6 +1687,13 @@ def autopay_charge(
                 # at commit, and dunning holds tenant-then-invoice; without this a
                 # concurrent dunning step and this insert deadlock.
                 _lock_tenant(invoice.tenant_id)
+                # Credit held for the tenant pays first, as the credit sweep would
+                # within minutes: charging the card for what their credit covers takes
+                # the money twice and leaves it to be paid back.
+                _credit_apply(landlord=landlord, tenant_id=invoice.tenant_id, when=now)
+                due = invoice_balances(landlord=landlord, invoices=[invoice])[invoice.pk]
+                if due <= 0:
+                    return AutopayResult("skipped", reason="nothing_due")
                 payment = Payment.objects.create(
                     landlord=landlord,
                     tenant_id=invoice.tenant_id,

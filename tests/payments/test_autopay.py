@@ -1,10 +1,12 @@
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
 from payments.models import Method, Payment, PaymentStatus, SavedPaymentMethod, StripeCustomer
-from payments.services import autopay_charge
-from tests.payments.helpers import books_ok, payment_transactions, status_of
+from payments.selectors import tenant_credits
+from payments.services import autopay_charge, manual_payment_record
+from tests.payments.conftest import bill
+from tests.payments.helpers import balance_of, books_ok, payment_transactions, status_of
 
 pytestmark = pytest.mark.django_db
 
@@ -135,3 +137,54 @@ def test_a_failed_bank_debit_autopay_is_declined_and_posts_nothing(
     )
     assert again.message == "The bank account has been closed."
     assert payment_transactions(result.payment) == []
+
+
+def test_credit_held_pays_first_and_the_card_is_charged_only_the_rest(world, autopay, fake_stripe):
+    """The tenant paid ahead (credit 500.00) before January was billed; the credit sweep
+    has not run yet when autopay comes: the credit pays first, the card the rest."""
+
+    manual_payment_record(
+        landlord=world.landlord,
+        tenant=world.tenant,
+        amount_minor=2 * RENT + 50_000,
+        currency="EUR",
+        method=Method.BANK_TRANSFER,
+        reference="",
+        received_on=date(2026, 12, 1),
+        actor=None,
+    )
+    (january,) = bill(world.landlord, date(2027, 1, 1))
+    assert balance_of(world.landlord, january) == RENT
+
+    result = autopay_charge(landlord=world.landlord, invoice=january, attempt=1, now=NOW)
+
+    assert result.status == "succeeded"
+    assert result.payment.amount_minor == RENT - 50_000
+    (call,) = [kw for name, kw in fake_stripe.calls if name == "payment_intent_create"]
+    assert call["amount"] == RENT - 50_000
+    assert balance_of(world.landlord, january) == 0
+    assert tenant_credits(landlord=world.landlord, tenant=world.tenant) == {}
+    books_ok(world.landlord)
+
+
+def test_credit_that_covers_the_invoice_means_no_charge(world, autopay, fake_stripe):
+
+    manual_payment_record(
+        landlord=world.landlord,
+        tenant=world.tenant,
+        amount_minor=3 * RENT,
+        currency="EUR",
+        method=Method.BANK_TRANSFER,
+        reference="",
+        received_on=date(2026, 12, 1),
+        actor=None,
+    )
+    (january,) = bill(world.landlord, date(2027, 1, 1))
+
+    result = autopay_charge(landlord=world.landlord, invoice=january, attempt=1, now=NOW)
+
+    assert (result.status, result.reason) == ("skipped", "nothing_due")
+    assert fake_stripe.keys("payment_intent_create") == []
+    assert balance_of(world.landlord, january) == 0
+    assert not Payment.objects.filter(landlord=world.landlord, source="stripe").exists()
+    books_ok(world.landlord)
