@@ -43,6 +43,8 @@ from tenants.forms import apply_service_errors
 from tenants.query import whole_number
 
 LOGIN_BACKEND = "django.contrib.auth.backends.ModelBackend"
+# Rows per page of the tenant's lists (past invoices, payments, notices).
+PORTAL_PAGE_SIZE = 20
 
 
 def _safe_next(request, default: str) -> str:
@@ -261,10 +263,15 @@ class LeaseListView(PortalView):
 class InvoiceListView(PortalView):
     def get(self, request):
         rows = selectors.invoice_rows(tenant=self.tenant, today=self.today())
+        # Every invoice to pay is listed; past ones, years of them, a page at a time.
+        page = Paginator([r for r in rows if not r.is_open], PORTAL_PAGE_SIZE).get_page(
+            request.GET.get("page")
+        )
         return self.render(
             "portal/invoices.html",
             open_rows=[r for r in rows if r.is_open],
-            past_rows=[r for r in rows if not r.is_open],
+            past_rows=page.object_list,
+            page=page,
         )
 
 
@@ -296,7 +303,9 @@ class PaymentListView(PortalView):
     def get(self, request):
         return self.render(
             "portal/payments.html",
-            payments=selectors.payment_list(tenant=self.tenant),
+            page=Paginator(selectors.payment_list(tenant=self.tenant), PORTAL_PAGE_SIZE).get_page(
+                request.GET.get("page")
+            ),
             methods=selectors.saved_methods(tenant=self.tenant),
         )
 
@@ -305,7 +314,7 @@ class NoticeListView(PortalView):
     """Reminders and notices the landlord's dunning sent this tenant, newest first."""
 
     def get(self, request):
-        page = Paginator(selectors.notice_list(tenant=self.tenant), 20).get_page(
+        page = Paginator(selectors.notice_list(tenant=self.tenant), PORTAL_PAGE_SIZE).get_page(
             request.GET.get("page")
         )
         return self.render("portal/notices.html", page=page)

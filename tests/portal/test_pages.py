@@ -479,3 +479,44 @@ def test_password_reset_mails_a_portal_link_that_sets_a_new_password(client, me)
     assert done["Location"] == reverse("portal:password_reset_complete")
     me.user.refresh_from_db()
     assert me.user.check_password("tulip-harbour-lantern-8")
+
+
+def test_long_lists_come_a_page_at_a_time_and_invoices_to_pay_are_always_listed(
+    tenant_client, me, monkeypatch
+):
+    """Years of a tenancy: past invoices and payments are paged (here 1 a page), the
+    invoices still to pay are on every page."""
+    monkeypatch.setattr("portal.views.PORTAL_PAGE_SIZE", 1)
+    for day in (18, 19, 20):
+        payment_services.manual_payment_record(
+            landlord=me.landlord,
+            tenant=me.tenant,
+            amount_minor=1_000,
+            currency="EUR",
+            method=Method.CASH,
+            reference=f"cash {day}",
+            received_on=date(2026, 11, day),
+            actor=None,
+        )
+    payment_services.manual_payment_record(
+        landlord=me.landlord,
+        tenant=me.tenant,
+        amount_minor=117_000,
+        currency="EUR",
+        method=Method.CASH,
+        reference="",
+        received_on=date(2026, 11, 21),
+        actor=None,
+        invoice=me.november,
+    )
+
+    payments = tenant_client.get(reverse("portal:payments"))
+    assert len(payments.context["page"].object_list) == 1
+    assert "Page 1 of 4" in text(payments)
+    last = tenant_client.get(reverse("portal:payments"), {"page": "4"})
+    assert "Page 4 of 4" in text(last) and "?page=3" in text(last)
+    assert tenant_client.get(reverse("portal:payments"), {"page": "x"}).status_code == 200
+
+    invoices = tenant_client.get(reverse("portal:invoices"), {"page": "2"})
+    assert [r.invoice for r in invoices.context["open_rows"]] == [me.december]
+    assert [r.invoice for r in invoices.context["past_rows"]] == [me.november]
