@@ -136,6 +136,10 @@ class CurrencyTotals:
     buckets: dict[str, int]
 
     @property
+    def past_due_minor(self) -> int:
+        return self.total_minor - self.buckets["current"]
+
+    @property
     def bucket_list(self) -> list[tuple[str, str, int]]:
         return [(name, label, self.buckets[name]) for name, label, *_days in BUCKETS]
 
@@ -198,7 +202,17 @@ def arrears_get(
     ]
     current.object_list = rows
     _decorate(landlord=landlord, rows=rows, today=today)
-    totals = [
+    return Arrears(
+        page=current,
+        rows=rows,
+        totals=_totals(base, buckets),
+        sort=sort,
+        search=search,
+    )
+
+
+def _totals(base: QuerySet[Invoice], buckets: dict[str, Sum]) -> list[CurrencyTotals]:
+    return [
         CurrencyTotals(
             currency=r["currency"],
             tenants=r["tenants"],
@@ -213,7 +227,12 @@ def arrears_get(
         )
         .order_by("currency")
     ]
-    return Arrears(page=current, rows=rows, totals=totals, sort=sort, search=search)
+
+
+def arrears_totals(*, landlord: Landlord, today: date) -> list[CurrencyTotals]:
+    """What tenants owe on issued rent and late-fee invoices, per currency, aged as on
+    the arrears page (its totals line), for the overview. One grouped query."""
+    return _totals(_open_invoices(landlord=landlord), _bucket_sums(today))
 
 
 def _decorate(*, landlord: Landlord, rows: list[ArrearsRow], today: date) -> None:

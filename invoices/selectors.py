@@ -35,7 +35,7 @@ from django.db.models import (
     Sum,
     Value,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 
@@ -43,6 +43,7 @@ from invoices.models import (
     BillingRun,
     BillingRunIssue,
     Invoice,
+    InvoiceKind,
     InvoiceSettings,
     InvoiceState,
     MeterReading,
@@ -153,6 +154,63 @@ def _status_q(status: str, *, today: date) -> Q:
         InvoiceStatus.OVERDUE: owing_in_full & Q(due_date__lt=today),
         InvoiceStatus.OPEN: owing_in_full & Q(due_date__gte=today),
     }[status]
+
+
+# --- a month's collection ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodCollection:
+    """How a month's rent invoices (rent and every charge billed with it) stand, in one
+    currency: what was billed on the invoices still issued, and what is open on them."""
+
+    currency: str
+    invoices: int
+    billed_minor: int
+    open_minor: int  # still owed on them, from the ledger
+    past_due_minor: int  # the part of `open_minor` whose due date has passed
+
+    @property
+    def collected_minor(self) -> int:
+        return self.billed_minor - self.open_minor
+
+    @property
+    def collected_percent(self) -> int:
+        if self.billed_minor <= 0:
+            return 100
+        return min(100, max(0, self.collected_minor * 100 // self.billed_minor))
+
+
+def period_collection(
+    *, landlord: Landlord, period_start: date, today: date
+) -> list[PeriodCollection]:
+    """The month `period_start` bills, per currency: its issued rent invoices (void ones
+    left out, replacements in), their totals and what is open on them as of the ledger
+    now. One grouped query on the (landlord, period) index; balances by document."""
+    balance = Greatest(F("balance_minor"), Value(0))
+    rows = (
+        Invoice.objects.for_landlord(landlord)
+        .filter(period_start=period_start, kind=InvoiceKind.RENT, state=InvoiceState.ISSUED)
+        .annotate(balance_minor=receivable_balance())
+        .values("currency")
+        .annotate(
+            invoices=Count("pk"),
+            billed=Sum("total_minor"),
+            open=Sum(balance),
+            past_due=Coalesce(Sum(balance, filter=Q(due_date__lt=today)), Value(0)),
+        )
+        .order_by("currency")
+    )
+    return [
+        PeriodCollection(
+            currency=r["currency"],
+            invoices=r["invoices"],
+            billed_minor=int(r["billed"]),
+            open_minor=int(r["open"]),
+            past_due_minor=int(r["past_due"]),
+        )
+        for r in rows
+    ]
 
 
 # --- invoice list -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Report pages (/app/reports/): the rent roll and the monthly summary, each with its CSV.
+"""Report pages: the overview (/app/), the rent roll and the monthly summary (with CSVs).
 
 Edges only, on the dashboard's `StaffView`: parse the query, call a selector, render
 or stream. Looking needs VIEW; downloading needs EXPORT. A bad parameter on the page
@@ -10,11 +10,34 @@ from urllib.parse import urlencode
 
 from django import forms
 
+from dunning import selectors as dunning_selectors
+from invoices import selectors as invoice_selectors
 from reports import monthly, selectors
+from tenants import selectors as tenant_selectors
 from tenants.exports import csv_amount, csv_download, csv_text
 from tenants.models import Permission, Property
 from tenants.query import FIRST_YEAR, LAST_YEAR, bad_query, whole_number
 from tenants.views import StaffView
+
+
+class OverviewView(StaffView):
+    """The landlord's front page: the portfolio's counts, how this month's rent stands,
+    the latest billing run, arrears and recent activity."""
+
+    def get(self, request):
+        today = self.today()
+        month = today.replace(day=1)
+        return self.render(
+            "dashboard/home.html",
+            counts=tenant_selectors.dashboard_counts(landlord=self.landlord, today=today),
+            recent=tenant_selectors.audit_list(landlord=self.landlord)[:10],
+            month=month,
+            collection=invoice_selectors.period_collection(
+                landlord=self.landlord, period_start=month, today=today
+            ),
+            latest_run=invoice_selectors.billing_run_list(landlord=self.landlord).first(),
+            arrears=dunning_selectors.arrears_totals(landlord=self.landlord, today=today),
+        )
 
 
 class RentRollForm(forms.Form):

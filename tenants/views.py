@@ -81,15 +81,6 @@ class StaffView(View):
         return render(self.request, template, context)
 
 
-class HomeView(StaffView):
-    def get(self, request):
-        return self.render(
-            "dashboard/home.html",
-            counts=selectors.dashboard_counts(landlord=self.landlord, today=self.today()),
-            recent=selectors.audit_list(landlord=self.landlord)[:10],
-        )
-
-
 class SwitchLandlordView(View):
     """A user with several memberships picks which landlord they are working for."""
 
