@@ -2076,6 +2076,12 @@ def tenant_credit_pay_back(
             raise ValidationError(
                 _("This form was already used to record a pay-back; open it again for another.")
             )
+        if done.reversals.exists():
+            # The stale form sent again after its pay-back was undone: answering
+            # "recorded" with the undone posting would record nothing.
+            raise ValidationError(
+                _("The pay-back this form recorded was undone; open the form again to record it.")
+            )
         return done
     now = timezone.now()
     _credit_apply(landlord=landlord, tenant_id=tenant.pk, when=now)

@@ -156,3 +156,17 @@ def test_staff_without_money_rights_see_no_link_and_are_refused(client, world):
     assert url not in client.get(statement).content.decode()
     assert client.post(url, {"reason": "x"}).status_code == 403
     assert selectors.tenant_credits(landlord=world.landlord, tenant=world.tenant) == {}
+
+
+def test_the_pay_back_form_sent_again_after_its_undo_is_refused(world):
+    """The stale form (browser Back) must not answer 'recorded' with the undone posting."""
+    overpay(world, 2 * RENT + 43_000)
+    posting = pay_back(world, 43_000)
+    undo(world, posting)
+    count = LedgerTransaction.objects.count()
+
+    with pytest.raises(ValidationError, match="undone"):
+        pay_back(world, 43_000)
+
+    assert LedgerTransaction.objects.count() == count
+    assert credit(world) == 43_000
