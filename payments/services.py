@@ -2154,8 +2154,10 @@ def tenant_credit_pay_back_reverse(
         posting.idempotency_key
     ):
         raise ValidationError(_("This posting is not a pay-back of this landlord's."))
-    tenant_id = int(
-        posting.idempotency_key.removeprefix(selectors.CREDIT_PAY_BACK_KEY).split(":")[0]
+    # Whose credit it paid back is on the posting's credit entry; the key's shape has
+    # changed before (`credit-payback:<form key>`) and is no record of the tenant.
+    tenant_id = posting.entries.values_list("account__tenant_id", flat=True).get(
+        account__code=AccountCode.TENANT_CREDIT
     )
     _lock_tenant(tenant_id)
     now = now or timezone.now()

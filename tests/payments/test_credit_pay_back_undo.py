@@ -170,3 +170,32 @@ def test_the_pay_back_form_sent_again_after_its_undo_is_refused(world):
 
     assert LedgerTransaction.objects.count() == count
     assert credit(world) == 43_000
+
+
+def test_the_tenant_comes_from_the_posting_not_its_key(world):
+    """A pay-back posted under the first key shape (`credit-payback:<form key>`) is
+    undone under its own tenant's lock, not a tenant read out of the form key."""
+    from ledger.models import AccountCode
+    from ledger.services import EntrySpec, account_get_or_create, transaction_post
+
+    overpay(world, 2 * RENT + 43_000)
+    accounts = [
+        account_get_or_create(landlord=world.landlord, code=code, currency="EUR", tenant=tenant)
+        for code, tenant in ((AccountCode.TENANT_CREDIT, world.tenant), (AccountCode.BANK, None))
+    ]
+    posting = transaction_post(
+        landlord=world.landlord,
+        idempotency_key=f"{selectors.CREDIT_PAY_BACK_KEY}staff-form:0123abcd",
+        effective_at=NOW,
+        description="Credit paid back (first key shape)",
+        entries=[
+            EntrySpec(account=accounts[0], amount_minor=43_000, currency="EUR"),
+            EntrySpec(account=accounts[1], amount_minor=-43_000, currency="EUR"),
+        ],
+    )
+    assert credit(world) == 0
+
+    undo(world, posting)
+
+    assert credit(world) == 43_000
+    books_ok(world.landlord)
