@@ -87,8 +87,14 @@ class MonthSummary:
 
     @property
     def quiet(self) -> bool:
-        """Nothing was posted this month."""
-        return not (self.billed or self.received or self.written_off or self.adjustments)
+        """Nothing was posted this month (a processor fee alone nets to nothing received)."""
+        return not (
+            self.billed
+            or self.received
+            or self.processor_fees
+            or self.written_off
+            or self.adjustments
+        )
 
 
 @dataclass

@@ -180,6 +180,8 @@ class MonthlySummaryView(_MonthlySummaryMixin, StaffView):
             form=form,
             year=year,
             summaries=summaries or [],
+            # The identity under the table names adjustments once, whatever the currencies.
+            any_adjustments=any(s.has_adjustments for s in summaries or []),
             this_year=self.today().year,
         )
         if summaries is None:

@@ -213,3 +213,42 @@ def test_empty_year_says_so(landlord, other_landlord, finance):
     assert "Download CSV" not in body
     body = finance.get(reverse(URL), {"year": "2031"}).content.decode()
     assert "that year has not begun" in body
+
+
+def test_the_identity_names_adjustments_once_for_several_currencies(books, landlord, finance):
+    tenant = books["ada"].tenants.get()
+    _post_in(landlord, "USD", "import:usd", datetime(2026, 3, 2, 9, tzinfo=UTC), tenant, 7_000)
+    body = finance.get(reverse(URL)).content.decode()
+    assert body.count("+ adjustments") == 1
+
+
+def test_a_month_with_only_a_processor_fee_is_not_quiet(books, landlord):
+    fees, cash = (
+        account_get_or_create(landlord=landlord, code=code, currency="EUR")
+        for code in (AccountCode.PROCESSOR_FEES, AccountCode.CASH_IN_TRANSIT)
+    )
+    _post(landlord, "fee:march", datetime(2026, 3, 4, 9, tzinfo=UTC), (fees, 250), (cash, -250))
+    [eur] = monthly_summary(landlord=landlord, year=2026, through=TODAY)
+    march = eur.months[2]
+    assert march.processor_fees == 250 and march.received == 0
+    assert not march.quiet
+
+
+def _post_in(landlord, currency, key, when, tenant, amount):
+    """An opening balance owed by `tenant` in `currency`."""
+    receivable = account_get_or_create(
+        landlord=landlord, code=AccountCode.RECEIVABLE, currency=currency, tenant=tenant
+    )
+    opening = account_get_or_create(
+        landlord=landlord, code=AccountCode.OPENING_BALANCE, currency=currency
+    )
+    transaction_post(
+        landlord=landlord,
+        idempotency_key=key,
+        effective_at=when,
+        description=key,
+        entries=[
+            EntrySpec(account=receivable, amount_minor=amount, currency=currency),
+            EntrySpec(account=opening, amount_minor=-amount, currency=currency),
+        ],
+    )
