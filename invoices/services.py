@@ -1444,14 +1444,18 @@ def invoice_void(*, invoice: Invoice, reason: str, actor) -> Invoice:
     posting = LedgerTransaction.objects.for_landlord(landlord).get(
         idempotency_key=f"invoice:{locked.pk}:issue"
     )
+    # An invoice written ahead of its issue day (a run on schedule for a month to come)
+    # is posted on that day: voided before it, the credit note takes the same day, so
+    # the books never show it reversed before it was billed.
+    effective = max(now, posting.effective_at)
     ledger.transaction_reverse(
         landlord=landlord,
         transaction=posting,
         idempotency_key=f"invoice:{locked.pk}:void",
         reason=f"Void {locked.number}: {reason}",
-        effective_at=now,
+        effective_at=effective,
     )
-    _paid_to_credit(invoice=locked, when=now)
+    _paid_to_credit(invoice=locked, when=effective)
     locked.state = InvoiceState.VOID
     locked.void_reason = reason[:300]
     locked.voided_at = now
@@ -1774,7 +1778,14 @@ def _invoice_replace(
         lines=lines,
         description=f"Invoice {number}, replacing {invoice.number}",
     )
-    _void_credit_to_replacement(voided=voided, replacement=replacement, when=now)
+    # The void's credit exists from the void's posting on (later than now only for an
+    # invoice written ahead of its issue day): it pays the replacement from then.
+    voided_on = (
+        LedgerTransaction.objects.for_landlord(landlord)
+        .values_list("effective_at", flat=True)
+        .get(idempotency_key=f"invoice:{invoice.pk}:void")
+    )
+    _void_credit_to_replacement(voided=voided, replacement=replacement, when=max(now, voided_on))
     audit(
         landlord=landlord,
         actor=actor,

@@ -8,6 +8,7 @@ from django.db import connection
 
 from invoices import services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
+from ledger.models import LedgerTransaction
 from ledger.selectors import document_balance, ledger_verify, trial_balance
 from tenants.models import AuditEvent, ChargeFrequency, ChargeKind
 from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
@@ -152,6 +153,26 @@ def test_voiding_reverses_the_posting_and_voiding_again_is_refused(landlord, por
 
     with pytest.raises(ValidationError, match="already void"):
         services.invoice_void(invoice=invoice, reason="again", actor=None)
+
+
+def test_an_invoice_voided_before_its_issue_day_is_credited_on_that_day(
+    landlord, portfolio, time_machine
+):
+    """Written ahead (on schedule, on 20 November for 1 December): voided on 20
+    November, its credit note is dated 1 December, never before the invoice."""
+    time_machine.move_to(datetime(2026, 11, 20, 9, tzinfo=UTC), tick=False)
+    from tests.invoices.factories import bill_december
+
+    invoice = bill_december(landlord=landlord)[0]
+    services.invoice_void(invoice=invoice, reason="Tenant left early", actor=None)
+    issue, void = LedgerTransaction.objects.filter(
+        landlord=landlord, document_kind="invoice", document_id=invoice.pk
+    ).order_by("seq")
+    assert void.reverses_id == issue.pk
+    assert void.effective_at == issue.effective_at == landlord.day_start(DEC)
+    invoice.refresh_from_db()
+    assert invoice.voided_at == datetime(2026, 11, 20, 9, tzinfo=UTC)
+    assert ledger_verify(landlord=landlord).ok
 
 
 def tick(capture, when):
