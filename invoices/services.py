@@ -968,7 +968,7 @@ def _bill_runs(
     settings = _settings_and_tax_rates([runs[owner].landlord for owner in owners])
     bill_to = _bill_to(ids)
     unit_of = {lease[0]: lease[-1] for lease in leases}
-    meters: dict[int, list[rules.MeterReadings]] = {}
+    meters: dict[int, dict[str, list[tuple]]] = {}
     for owner in owners:
         if settings[owner][2]:  # the landlord has meter readings
             run = runs[owner]
@@ -994,9 +994,12 @@ def _bill_runs(
         item, tax_rates = work[owner], settings[owner][1]
         run = item.run
         extra: tuple[rules.LineDraft, ...] | rules.BillingError = ()
-        if unit_of[lease_id] in meters:
+        usage = _meter_usage(
+            meters.get(unit_of[lease_id], {}), lease=terms[lease_id], period_start=run.period_start
+        )
+        if usage:
             extra = rules.utility_lines_from_readings(
-                readings=meters[unit_of[lease_id]],
+                readings=usage,
                 service_start=run.period_start,
                 service_end=run.period_end,
                 tax_rates=tax_rates,
@@ -1064,15 +1067,10 @@ def _bill_runs(
 
 def _meter_readings(
     *, landlord: Landlord, unit_ids: Sequence[int], period_start: date, period_end: date
-) -> dict[int, list[rules.MeterReadings]]:
-    """Per unit, its meters' usage in `[period_start, period_end)`, in one query: the
-    readings dated in the period plus each meter's last reading before it.
-
-    A meter's usage runs from the last reading before the period (or its first in the
-    period) to its latest in the period, priced at that latest reading's rate. A meter
-    whose readings go down anywhere on the way is passed as that decreasing pair, so
-    the rules report it instead of billing a netted figure.
-    """
+) -> dict[int, dict[str, list[tuple]]]:
+    """Per unit and meter, the readings dated in `[period_start, period_end)` plus the
+    meter's last reading before it, oldest first, in one query; `_meter_usage` turns
+    them into each lease's usage."""
     if not unit_ids:
         return {}
     with connection.cursor() as cursor:
@@ -1090,12 +1088,33 @@ def _meter_readings(
             + [landlord.pk, list(unit_ids), period_start],
         )
         rows = cursor.fetchall()
-    by_meter: dict[tuple[int, str], list[tuple]] = defaultdict(list)
-    for row in rows:
-        by_meter[(row[1], row[2])].append(row)
-    out: dict[int, list[rules.MeterReadings]] = defaultdict(list)
-    for (unit_id, meter), readings in sorted(by_meter.items()):
-        readings.sort(key=lambda r: r[3])
+    out: dict[int, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
+    for row in sorted(rows, key=lambda r: (r[1], r[2], r[3])):
+        out[row[1]][row[2]].append(row)
+    return out
+
+
+def _meter_usage(
+    by_meter: dict[str, list[tuple]], *, lease: rules.LeaseTerms, period_start: date
+) -> list[rules.MeterReadings]:
+    """The lease's usage of its unit's meters in the period (`_meter_readings` rows).
+
+    A meter's usage runs from the last reading before the period (or its first in the
+    period) to its latest in the period, priced at that latest reading's rate. A unit
+    let to two leases in one month (a move-out and a move-in) has its meters read in
+    between: each lease's usage runs only between readings within its own dates (a
+    reading on the changeover day ends one and starts the other), so no unit consumed
+    is billed to both. A meter whose readings go down anywhere on the way is passed as
+    that decreasing pair, so the rules report it instead of billing a netted figure.
+    """
+    usage = []
+    for meter, readings in sorted(by_meter.items()):
+        if lease.end_date is not None:
+            readings = [r for r in readings if r[3] <= lease.end_date]
+        if lease.start_date > period_start:
+            moved_in = [r for r in readings if r[3] <= lease.start_date]
+            if moved_in:
+                readings = [r for r in readings if r[3] >= moved_in[-1][3]]
         if len(readings) < 2 or readings[-1][3] < period_start:
             continue  # a baseline only: nothing consumed in this period yet
         first, last = readings[0], readings[-1]
@@ -1103,7 +1122,7 @@ def _meter_readings(
             if after[4] < before[4]:
                 first, last = before, after
                 break
-        out[unit_id].append(
+        usage.append(
             rules.MeterReadings(
                 meter_id=last[0],
                 label=meter,
@@ -1112,7 +1131,7 @@ def _meter_readings(
                 rate_minor_per_unit=last[5],
             )
         )
-    return out
+    return usage
 
 
 _BILL_TO_SQL = (

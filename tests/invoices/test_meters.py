@@ -12,7 +12,7 @@ from django.urls import reverse
 from invoices import services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, MeterReading
 from ledger.selectors import trial_balance
-from tests.factories import LandlordFactory
+from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory
 from tests.invoices.factories import bill_december, lease_with_charges
 
 
@@ -150,3 +150,29 @@ def test_billing_with_readings_takes_the_same_queries_for_more_leases(landlord):
         return len(captured)
 
     assert queries_to_bill(landlord, 2) == queries_to_bill(LandlordFactory(), 6)
+
+
+def test_a_move_out_and_move_in_in_one_month_split_the_units_usage(landlord, other_landlord):
+    # Ada leaves on 15 December, Bea moves in that day; the meter is read then.
+    ada = lease_with_charges(landlord=landlord, renter="Ada Out")
+    ada.end_date = date(2026, 12, 15)
+    ada.save(update_fields=["end_date"])
+    bea = LeaseFactory(unit=ada.unit, start_date=date(2026, 12, 15))
+    ChargeFactory(lease=bea, amount_minor=120_000)
+    insert(ada, date(2026, 11, 30), "100")
+    insert(ada, date(2026, 12, 15), "110")
+    insert(ada, date(2026, 12, 31), "125")
+    other = lease_with_charges(landlord=other_landlord, renter="Bob Other")
+    insert(other, date(2026, 11, 30), "0")
+    insert(other, date(2026, 12, 31), "999")
+    bill_december(landlord=landlord)
+    usage = {
+        lease.pk: list(
+            Invoice.objects.get(lease=lease)
+            .lines.filter(kind="utility")
+            .values_list("amount_minor", flat=True)
+        )
+        for lease in (ada, bea)
+    }
+    # 10 units to Ada, 15 to Bea, at 100 cents: the 25 units are billed once.
+    assert usage == {ada.pk: [1_000], bea.pk: [1_500]}
