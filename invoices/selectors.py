@@ -44,6 +44,7 @@ from invoices.models import (
     BillingRunIssue,
     Invoice,
     InvoiceKind,
+    InvoiceLine,
     InvoiceSettings,
     InvoiceState,
     MeterReading,
@@ -53,7 +54,16 @@ from invoices.models import (
 from invoices.rules import billing_period
 from ledger.models import AccountCode, LedgerEntry, LedgerTransaction
 from ledger.selectors import document_balances
-from tenants.models import OCCUPYING_STATUSES, Landlord, Lease, Property, Tenant, Unit
+from tenants.models import (
+    OCCUPYING_STATUSES,
+    Charge,
+    ChargeFrequency,
+    Landlord,
+    Lease,
+    Property,
+    Tenant,
+    Unit,
+)
 
 # The `document_kind` of an invoice's ledger entries (invoices.services.DOCUMENT_KIND).
 INVOICE_DOCUMENT = "invoice"
@@ -461,10 +471,18 @@ def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
     the billing run (services) and by the "Run billing now" preview.
 
     A lease's invoice is issued on its billing day, or on move-in if that is later
-    (rules.invoice_lines_for); both are in the landlord's local calendar.
+    (rules.invoice_lines_for); both are in the landlord's local calendar. A lease that
+    ended before the month is billed only for one-off charges dated before the month's
+    end and on no invoice of it that stands (its final invoice, decision 0002).
     """
+    invoiced = InvoiceLine.objects.filter(
+        charge_id=OuterRef("pk"), invoice__lease=OuterRef("lease")
+    ).exclude(invoice__state=InvoiceState.VOID)
+    outstanding = Charge.objects.filter(
+        lease=OuterRef("pk"), frequency=ChargeFrequency.ONE_OFF, start_date__lt=period_end
+    ).filter(~Exists(invoiced))
     qs = qs.filter(status__in=OCCUPYING_STATUSES, start_date__lt=period_end).filter(
-        Q(end_date__isnull=True) | Q(end_date__gt=period_start)
+        Q(end_date__isnull=True) | Q(end_date__gt=period_start) | Exists(outstanding)
     )
     if as_of < period_end:
         qs = qs.filter(

@@ -395,3 +395,28 @@ def test_a_chunk_queued_by_the_one_chunk_task_name_still_bills(landlord, portfol
         kwargs={"run_id": run.pk, "lease_ids": chunks[0]}
     )
     assert result.get() == 5
+
+
+def test_a_one_off_entered_after_the_last_month_is_billed_on_a_final_invoice(
+    landlord, other_landlord
+):
+    # A fixed-term lease to 20 December; its December was billed on the 1st, and the
+    # cleaning fee of the 18th was entered only after that.
+    lease = LeaseFactory(unit__property__landlord=landlord, end_date=date(2026, 12, 20))
+    ChargeFactory(lease=lease, amount_minor=310_000, end_date=date(2026, 12, 20))
+    ChargeFactory(lease__unit__property__landlord=other_landlord, end_date=date(2026, 12, 20))
+    bill(landlord, as_of=date(2026, 12, 1))
+    ChargeFactory(
+        lease=lease,
+        kind=ChargeKind.OTHER,
+        description="Final cleaning",
+        frequency=ChargeFrequency.ONE_OFF,
+        start_date=date(2026, 12, 18),
+        amount_minor=15_000,
+    )
+    bill(landlord, period=date(2027, 1, 1), as_of=date(2027, 1, 31))
+    final = Invoice.objects.get(lease=lease, period_start=date(2027, 1, 1))
+    assert [(line.description, line.amount_minor) for line in final.lines.all()] == [
+        ("Final cleaning (dated 18 Dec 2026)", 15_000)
+    ]
+    assert final.total_minor == 15_000
