@@ -40,6 +40,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 
 from invoices.models import (
+    BillingIssueKind,
     BillingRun,
     BillingRunIssue,
     Invoice,
@@ -492,13 +493,14 @@ def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
 
 
 def due_leases(*, landlord: Landlord, period_start: date, as_of: date) -> QuerySet[Lease]:
-    """Leases a billing run of the month of `period_start` would take on by `as_of`:
-    issued by then, with no invoice for the month and no issue recorded in its run."""
+    """Leases "Run billing now" for the month of `period_start` would take on by `as_of`:
+    issued by then, with no invoice for the month and no skip recorded in its run (it
+    retries the errors, `services.billing_run_start_now`)."""
     period_start, period_end = billing_period(month=period_start)
     already = Invoice.objects.filter(lease=OuterRef("pk"), period_start=period_start)
     recorded = BillingRunIssue.objects.filter(
         run__landlord=landlord, run__period_start=period_start, lease=OuterRef("pk")
-    )
+    ).exclude(kind=BillingIssueKind.ERROR)
     return leases_issued_by(
         Lease.objects.for_landlord(landlord),
         period_start=period_start,

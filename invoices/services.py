@@ -22,7 +22,7 @@ from typing import NamedTuple
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Sum
+from django.db.models import Exists, F, OuterRef, Sum
 from django.utils import timezone
 
 from invoices import rules, selectors
@@ -333,6 +333,7 @@ def billing_run_start_now(
     who and when it was first started.
     """
     started_by = actor.email or actor.get_username()
+    _run_errors_retry(landlord=landlord, period_start=period_start)
     (started,) = _runs_start(
         landlords=[landlord],
         period_start=period_start,
@@ -359,6 +360,29 @@ def billing_run_start_now(
         )
     billing_run_dispatch(run=run, chunks=chunks)
     return run, leases
+
+
+def _run_errors_retry(*, landlord: Landlord, period_start: date) -> None:
+    """Forget the errors recorded in the landlord's run of the month, so starting it
+    again bills those leases. An error is bad data the landlord must fix (decision
+    0002); once fixed, "Run billing now" is how the month gets billed. The schedule
+    does not retry them: every tick would fail the unfixed ones again. The run row is
+    locked first, as its chunks lock it."""
+    period_start, _period_end = rules.billing_period(month=period_start)
+    run = (
+        BillingRun.objects.select_for_update()
+        .filter(landlord=landlord, period_start=period_start)
+        .first()
+    )
+    if run is None:
+        return
+    retried, _by_model = BillingRunIssue.objects.filter(
+        run=run, kind=BillingIssueKind.ERROR
+    ).delete()
+    if retried:
+        BillingRun.objects.filter(pk=run.pk).update(
+            failed=F("failed") - retried, leases_due=F("leases_due") - retried
+        )
 
 
 # Landlords started per transaction by the beat tick.

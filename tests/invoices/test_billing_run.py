@@ -6,12 +6,18 @@ from datetime import UTC, date, datetime
 import pytest
 from django.db import connection
 
-from invoices import services
+from invoices import selectors, services
 from invoices.models import BillingRun, BillingRunIssue, Invoice, InvoiceState, Notification
 from ledger.models import LedgerTransaction
 from ledger.selectors import document_balance, ledger_verify, trial_balance
 from tenants.models import AuditEvent, ChargeFrequency, ChargeKind
-from tests.factories import ChargeFactory, LandlordFactory, LeaseFactory, TenantFactory
+from tests.factories import (
+    ChargeFactory,
+    LandlordFactory,
+    LeaseFactory,
+    TenantFactory,
+    UserFactory,
+)
 
 DEC = date(2026, 12, 1)
 END_OF_DEC = date(2026, 12, 31)
@@ -420,3 +426,29 @@ def test_a_one_off_entered_after_the_last_month_is_billed_on_a_final_invoice(
         ("Final cleaning (dated 18 Dec 2026)", 15_000)
     ]
     assert final.total_minor == 15_000
+
+
+def test_running_again_bills_a_lease_whose_error_was_fixed(
+    landlord, portfolio, django_capture_on_commit_callbacks
+):
+    lease = LeaseFactory(unit__property__landlord=landlord)
+    charge = ChargeFactory(lease=lease, currency="USD", amount_minor=90_000)
+    bill(landlord)
+    charge.currency = "EUR"
+    charge.save(update_fields=["currency"])
+    preview = selectors.billing_run_preview(landlord=landlord, period_start=DEC, as_of=END_OF_DEC)
+    assert preview.leases_due == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        _run, queued = services.billing_run_start_now(
+            landlord=landlord, period_start=DEC, as_of=END_OF_DEC, actor=UserFactory()
+        )
+    run = BillingRun.objects.get(landlord=landlord, period_start=DEC)
+    assert queued == 1
+    assert Invoice.objects.get(lease=lease, period_start=DEC).total_minor == 90_000
+    assert (run.status, run.leases_due, run.invoices_created, run.failed) == (
+        "completed",
+        6,
+        6,
+        0,
+    )
+    assert not BillingRunIssue.objects.filter(run=run).exists()

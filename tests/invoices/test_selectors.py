@@ -299,7 +299,15 @@ def test_the_preview_counts_the_leases_the_run_then_bills(landlord, theirs):
 
 
 def test_the_preview_skips_leases_already_noted_on_the_run(landlord, theirs):
-    LeaseFactory(unit__property__landlord=landlord)  # no charges: an error issue
+    # Rent from next year only: nothing to bill in December, a skip.
+    ChargeFactory(lease__unit__property__landlord=landlord, start_date=date(2027, 1, 1))
     bill(landlord)
     preview = selectors.billing_run_preview(landlord=landlord, period_start=DEC, as_of=END_OF_DEC)
     assert preview.leases_due == 0
+
+
+def test_the_preview_counts_leases_with_an_error_which_running_again_retries(landlord, theirs):
+    LeaseFactory(unit__property__landlord=landlord)  # no charges: an error issue
+    bill(landlord)
+    preview = selectors.billing_run_preview(landlord=landlord, period_start=DEC, as_of=END_OF_DEC)
+    assert preview.leases_due == 1
