@@ -315,6 +315,7 @@ def seed_dunning_history(*, now) -> list[str]:
     from invoices.models import Invoice, InvoiceKind, InvoiceState
     from invoices.selectors import invoice_balances
     from invoices.services import billing_run_execute
+    from payments.models import Payment
     from payments.services import manual_payment_record
 
     lines = []
@@ -364,6 +365,10 @@ def seed_dunning_history(*, now) -> list[str]:
                 }
                 if story in (3, 15) or (story == 7 and back == 1):
                     continue  # left unpaid
+                if Payment.objects.filter(
+                    landlord=landlord, idempotency_key=payment["idempotency_key"]
+                ).exists():
+                    continue  # seeded before: the key records that payment once
                 if back == 0 and invoice.due_date > today:
                     continue  # not due yet: reminders are still ahead
                 if story == 11 and back == 1:
