@@ -229,13 +229,27 @@ class InvoiceLine(models.Model):
     tax_minor = models.BigIntegerField(default=0)
     service_start = models.DateField(null=True, blank=True)
     service_end = models.DateField(null=True, blank=True)
+    # A metered line: the reading its usage runs up to. The meter's next bill starts
+    # at the latest reading a line that stands (not void) billed up to, so a reading
+    # entered after its month was billed is billed next time, never lost. A plain id
+    # like `charge_id`: no reference check on the billing run's hot table.
+    meter_reading_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["position"]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="line_unique_position"),
         ]
-        indexes = [models.Index(fields=["charge_id"])]
+        indexes = [
+            models.Index(fields=["charge_id"]),
+            # Only metered lines: an index holding every line's NULL would cost the
+            # billing run's COPY for nothing (decision 0017's lesson).
+            models.Index(
+                fields=["meter_reading_id"],
+                condition=Q(meter_reading_id__isnull=False),
+                name="line_meter_reading",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.description

@@ -86,6 +86,7 @@ class LineDraft:
     tax_minor: int
     service_start: date
     service_end: date
+    meter_reading_id: int | None = None  # metered usage: the reading it runs up to
 
     @property
     def gross_minor(self) -> int:
@@ -128,7 +129,7 @@ class MeterReadings:
     cents per m³); the line amount is rounded once, half-even.
     """
 
-    meter_id: int
+    meter_id: int  # the id of the `current` reading: the line bills up to it
     label: str
     previous: Decimal
     current: Decimal
@@ -159,10 +160,12 @@ def line_draft(
     service_end: date,
     tax_rates: Mapping[str, int],
     charge_id: int | None = None,
+    meter_reading_id: int | None = None,
 ) -> LineDraft:
     """A one-unit line with its tax: the only place a line's tax is computed."""
     rate = tax_rates.get(kind, 0)
     return LineDraft(
+        meter_reading_id=meter_reading_id,
         charge_id=charge_id,
         kind=kind,
         description=description,
@@ -363,6 +366,7 @@ def utility_lines_from_readings(
                 service_start=service_start,
                 service_end=service_end,
                 tax_rates=tax_rates,
+                meter_reading_id=reading.meter_id,
             )
         )
     if problems:

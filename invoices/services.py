@@ -999,7 +999,6 @@ def _bill_runs(
             meters |= _meter_readings(
                 landlord=run.landlord,
                 unit_ids=sorted({unit_of[pk] for pk in ids if owner_of[pk] == owner}),
-                period_start=run.period_start,
                 period_end=run.period_end,
             )
 
@@ -1018,9 +1017,7 @@ def _bill_runs(
         item, tax_rates = work[owner], settings[owner][1]
         run = item.run
         extra: tuple[rules.LineDraft, ...] | rules.BillingError = ()
-        usage = _meter_usage(
-            meters.get(unit_of[lease_id], {}), lease=terms[lease_id], period_start=run.period_start
-        )
+        usage = _meter_usage(meters.get(unit_of[lease_id], {}), lease=terms[lease_id])
         if usage:
             extra = rules.utility_lines_from_readings(
                 readings=usage,
@@ -1090,26 +1087,37 @@ def _bill_runs(
 
 
 def _meter_readings(
-    *, landlord: Landlord, unit_ids: Sequence[int], period_start: date, period_end: date
+    *, landlord: Landlord, unit_ids: Sequence[int], period_end: date
 ) -> dict[int, dict[str, list[tuple]]]:
-    """Per unit and meter, the readings dated in `[period_start, period_end)` plus the
-    meter's last reading before it, oldest first, in one query; `_meter_usage` turns
-    them into each lease's usage."""
+    """Per unit and meter, the readings not billed yet, oldest first, in one query:
+    from the latest reading a standing (not void) invoice line billed up to, or, for a
+    meter never billed, from its first reading, up to the last one dated before
+    `period_end`. `_meter_usage` turns them into each lease's usage.
+
+    Usage is billed in arrears from the last billed reading, not from the month's start:
+    a reading dated in a month already billed but entered afterwards (read on the 30th,
+    typed in on the 3rd) is billed on the next invoice instead of falling between two
+    months.
+    """
     if not unit_ids:
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            "(SELECT id, unit_id, meter, reading_date, value, rate_minor_per_unit"
-            " FROM invoices_meterreading WHERE landlord_id = %s"
-            " AND unit_id = ANY(%s::bigint[]) AND reading_date >= %s AND reading_date < %s)"
-            " UNION ALL "
-            "(SELECT DISTINCT ON (unit_id, meter)"
-            " id, unit_id, meter, reading_date, value, rate_minor_per_unit"
-            " FROM invoices_meterreading"
-            " WHERE landlord_id = %s AND unit_id = ANY(%s::bigint[]) AND reading_date < %s"
-            " ORDER BY unit_id, meter, reading_date DESC)",
-            [landlord.pk, list(unit_ids), period_start, period_end]
-            + [landlord.pk, list(unit_ids), period_start],
+            "WITH billed AS ("
+            " SELECT r.unit_id, r.meter, max(r.reading_date) AS upto"
+            " FROM invoices_meterreading r"
+            " JOIN invoices_invoiceline l ON l.meter_reading_id = r.id"
+            " JOIN invoices_invoice i ON i.id = l.invoice_id"
+            " WHERE r.landlord_id = %s AND r.unit_id = ANY(%s::bigint[])"
+            " AND i.landlord_id = %s AND i.state <> %s"
+            " GROUP BY r.unit_id, r.meter)"
+            " SELECT m.id, m.unit_id, m.meter, m.reading_date, m.value, m.rate_minor_per_unit"
+            " FROM invoices_meterreading m"
+            " LEFT JOIN billed b ON b.unit_id = m.unit_id AND b.meter = m.meter"
+            " WHERE m.landlord_id = %s AND m.unit_id = ANY(%s::bigint[])"
+            " AND m.reading_date < %s AND (b.upto IS NULL OR m.reading_date >= b.upto)",
+            [landlord.pk, list(unit_ids), landlord.pk, InvoiceState.VOID]
+            + [landlord.pk, list(unit_ids), period_end],
         )
         rows = cursor.fetchall()
     out: dict[int, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
@@ -1119,28 +1127,27 @@ def _meter_readings(
 
 
 def _meter_usage(
-    by_meter: dict[str, list[tuple]], *, lease: rules.LeaseTerms, period_start: date
+    by_meter: dict[str, list[tuple]], *, lease: rules.LeaseTerms
 ) -> list[rules.MeterReadings]:
-    """The lease's usage of its unit's meters in the period (`_meter_readings` rows).
+    """The lease's usage of its unit's meters (`_meter_readings` rows: not billed yet).
 
-    A meter's usage runs from the last reading before the period (or its first in the
-    period) to its latest in the period, priced at that latest reading's rate. A unit
-    let to two leases in one month (a move-out and a move-in) has its meters read in
-    between: each lease's usage runs only between readings within its own dates (a
+    A meter's usage runs from its first unbilled reading to its latest, priced at that
+    latest reading's rate. A unit let to two leases in turn has its meters read at the
+    changeover: each lease's usage runs only between readings within its own dates (a
     reading on the changeover day ends one and starts the other), so no unit consumed
-    is billed to both. A meter whose readings go down anywhere on the way is passed as
-    that decreasing pair, so the rules report it instead of billing a netted figure.
+    is billed to both, and what was consumed before a move-in is not the new tenant's.
+    A meter whose readings go down anywhere on the way is passed as that decreasing
+    pair, so the rules report it instead of billing a netted figure.
     """
     usage = []
     for meter, readings in sorted(by_meter.items()):
         if lease.end_date is not None:
             readings = [r for r in readings if r[3] <= lease.end_date]
-        if lease.start_date > period_start:
-            moved_in = [r for r in readings if r[3] <= lease.start_date]
-            if moved_in:
-                readings = [r for r in readings if r[3] >= moved_in[-1][3]]
-        if len(readings) < 2 or readings[-1][3] < period_start:
-            continue  # a baseline only: nothing consumed in this period yet
+        moved_in = [r for r in readings if r[3] <= lease.start_date]
+        if moved_in:
+            readings = [r for r in readings if r[3] >= moved_in[-1][3]]
+        if len(readings) < 2:
+            continue  # a baseline only: nothing consumed since it yet
         first, last = readings[0], readings[-1]
         for before, after in zip(readings, readings[1:], strict=False):
             if after[4] < before[4]:
@@ -1322,6 +1329,7 @@ def _write_invoices(
                     tax_minor=ln.tax_minor,
                     service_start=ln.service_start,
                     service_end=ln.service_end,
+                    meter_reading_id=ln.meter_reading_id,
                 )
             if not issue_now:
                 continue
@@ -1726,6 +1734,7 @@ def _line_draft(line: InvoiceLine, invoice: Invoice) -> rules.LineDraft:
         tax_minor=line.tax_minor,
         service_start=line.service_start or invoice.period_start,
         service_end=line.service_end or invoice.period_end,
+        meter_reading_id=line.meter_reading_id,
     )
 
 
@@ -1744,6 +1753,7 @@ def _invoice_lines(invoice: Invoice, lines: Sequence[rules.LineDraft]) -> list[I
             tax_minor=line.tax_minor,
             service_start=line.service_start,
             service_end=line.service_end,
+            meter_reading_id=line.meter_reading_id,
         )
         for position, line in enumerate(lines, start=1)
     ]

@@ -176,3 +176,54 @@ def test_a_move_out_and_move_in_in_one_month_split_the_units_usage(landlord, oth
     }
     # 10 units to Ada, 15 to Bea, at 100 cents: the 25 units are billed once.
     assert usage == {ada.pk: [1_000], bea.pk: [1_500]}
+
+
+def _bill(landlord, month: date) -> Invoice:
+    end = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    services.billing_run_execute(
+        landlord=landlord, period_start=month, as_of=month, started_by="test", on_schedule=True
+    )
+    return Invoice.objects.get(landlord=landlord, period_start=month, period_end=end)
+
+
+def _usage(invoice) -> list[tuple[int, int | None]]:
+    return list(
+        invoice.lines.filter(kind="utility").values_list("amount_minor", "meter_reading_id")
+    )
+
+
+def test_a_reading_entered_after_its_month_was_billed_is_billed_next_month(landlord):
+    """Billed on the 1st; the meter read on 30 November is typed in after the December
+    run: its usage is on January's invoice, not lost between the two months."""
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    insert(lease, date(2026, 10, 31), "100")
+    november = _bill(landlord, date(2026, 11, 1))  # nothing read in November yet
+    assert _usage(november) == []
+    late = MeterReading.objects.create(
+        landlord=landlord,
+        unit=lease.unit,
+        meter="Cold water",
+        reading_date=date(2026, 11, 30),
+        value=Decimal("112.5"),
+        rate_minor_per_unit=Decimal("100"),
+    )
+    december = _bill(landlord, date(2026, 12, 1))
+    assert _usage(december) == [(1_250, late.pk)]  # 12.5 units since 31 October
+    insert(lease, date(2026, 12, 31), "120")
+    january = _bill(landlord, date(2027, 1, 1))
+    # From the reading December billed up to: 7.5 units, never the 12.5 again.
+    assert [amount for amount, _reading in _usage(january)] == [750]
+
+
+def test_a_void_invoice_gives_its_usage_back_to_the_next_bill(landlord):
+    from invoices.services import invoice_void
+
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    insert(lease, date(2026, 11, 30), "100")
+    insert(lease, date(2026, 12, 15), "110")
+    (december,) = bill_december(landlord=landlord)
+    assert [a for a, _r in _usage(december)] == [1_000]
+    invoice_void(invoice=december, reason="Wrong rent", actor=None)
+    insert(lease, date(2026, 12, 31), "115")
+    january = _bill(landlord, date(2027, 1, 1))
+    assert [a for a, _r in _usage(january)] == [1_500]  # 100 → 115: nothing lost
