@@ -1844,42 +1844,32 @@ def manual_payment_record(
             {"invoice": _("Choose one of the tenant's invoices in this currency.")}
         )
     key = idempotency_key or f"manual:{uuid.uuid4().hex}"
+    # What this call records: a payment the key already holds must be the same money.
+    money = {
+        "tenant": tenant,
+        "invoice": invoice,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "method": method,
+        "received_on": received_on,
+    }
     existing = Payment.objects.for_landlord(landlord).filter(idempotency_key=key).first()
     if existing is not None:
-        return _manual_payment_same(
-            existing,
-            tenant=tenant,
-            amount_minor=amount_minor,
-            currency=currency,
-            method=method,
-            received_on=received_on,
-            invoice=invoice,
-        )
+        return _manual_payment_same(existing, **money)
     try:
         with transaction.atomic():
             payment = Payment.objects.create(
                 landlord=landlord,
-                tenant=tenant,
-                invoice=invoice,
-                amount_minor=amount_minor,
-                currency=currency,
-                method=method,
                 source=Source.MANUAL,
                 status=PaymentStatus.REQUIRES_PAYMENT,
                 reference=(reference or "").strip()[:200],
-                received_on=received_on,
                 idempotency_key=key,
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                **money,
             )
     except IntegrityError:
         return _manual_payment_same(
-            Payment.objects.for_landlord(landlord).get(idempotency_key=key),
-            tenant=tenant,
-            amount_minor=amount_minor,
-            currency=currency,
-            method=method,
-            received_on=received_on,
-            invoice=invoice,
+            Payment.objects.for_landlord(landlord).get(idempotency_key=key), **money
         )
     payment = _payments_locked().get(pk=payment.pk)
     when = landlord.day_start(received_on)

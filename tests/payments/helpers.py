@@ -8,7 +8,7 @@ from invoices.selectors import invoice_balances, invoice_statuses
 from ledger.models import LedgerTransaction
 from ledger.selectors import ledger_verify, trial_balance
 from payments import services
-from payments.models import Payment
+from payments.models import Method, Payment
 from tests.payments import stripe_objects as so
 
 TODAY = date(2026, 12, 15)
@@ -93,4 +93,19 @@ def payment_transactions(payment: Payment) -> list[LedgerTransaction]:
         LedgerTransaction.objects.filter(
             landlord_id=payment.landlord_id, document_kind="payment", document_id=payment.pk
         ).order_by("seq")
+    )
+
+
+def paid_by_transfer(world, amount: int, *, on: date = date(2026, 12, 1)) -> Payment:
+    """The tenant's bank transfer of `amount` EUR, recorded by staff (oldest invoice
+    first, the rest as credit)."""
+    return services.manual_payment_record(
+        landlord=world.landlord,
+        tenant=world.tenant,
+        amount_minor=amount,
+        currency="EUR",
+        method=Method.BANK_TRANSFER,
+        reference="",
+        received_on=on,
+        actor=None,
     )

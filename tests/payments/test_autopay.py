@@ -4,9 +4,15 @@ import pytest
 
 from payments.models import Method, Payment, PaymentStatus, SavedPaymentMethod, StripeCustomer
 from payments.selectors import tenant_credits
-from payments.services import autopay_charge, manual_payment_record
+from payments.services import autopay_charge
 from tests.payments.conftest import bill
-from tests.payments.helpers import balance_of, books_ok, payment_transactions, status_of
+from tests.payments.helpers import (
+    balance_of,
+    books_ok,
+    paid_by_transfer,
+    payment_transactions,
+    status_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -142,17 +148,7 @@ def test_a_failed_bank_debit_autopay_is_declined_and_posts_nothing(
 def test_credit_held_pays_first_and_the_card_is_charged_only_the_rest(world, autopay, fake_stripe):
     """The tenant paid ahead (credit 500.00) before January was billed; the credit sweep
     has not run yet when autopay comes: the credit pays first, the card the rest."""
-
-    manual_payment_record(
-        landlord=world.landlord,
-        tenant=world.tenant,
-        amount_minor=2 * RENT + 50_000,
-        currency="EUR",
-        method=Method.BANK_TRANSFER,
-        reference="",
-        received_on=date(2026, 12, 1),
-        actor=None,
-    )
+    paid_by_transfer(world, 2 * RENT + 50_000)
     (january,) = bill(world.landlord, date(2027, 1, 1))
     assert balance_of(world.landlord, january) == RENT
 
@@ -168,17 +164,7 @@ def test_credit_held_pays_first_and_the_card_is_charged_only_the_rest(world, aut
 
 
 def test_credit_that_covers_the_invoice_means_no_charge(world, autopay, fake_stripe):
-
-    manual_payment_record(
-        landlord=world.landlord,
-        tenant=world.tenant,
-        amount_minor=3 * RENT,
-        currency="EUR",
-        method=Method.BANK_TRANSFER,
-        reference="",
-        received_on=date(2026, 12, 1),
-        actor=None,
-    )
+    paid_by_transfer(world, 3 * RENT)
     (january,) = bill(world.landlord, date(2027, 1, 1))
 
     result = autopay_charge(landlord=world.landlord, invoice=january, attempt=1, now=NOW)

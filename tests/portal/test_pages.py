@@ -487,28 +487,21 @@ def test_long_lists_come_a_page_at_a_time_and_invoices_to_pay_are_always_listed(
     """Years of a tenancy: past invoices and payments are paged (here 1 a page), the
     invoices still to pay are on every page."""
     monkeypatch.setattr("portal.views.PORTAL_PAGE_SIZE", 1)
-    for day in (18, 19, 20):
+    # 30.00 in cash on three days, then the rest of November's rent.
+    for day, amount, invoice in ((18, 1_000, None), (19, 1_000, None), (20, 1_000, None)) + (
+        (21, 117_000, me.november),
+    ):
         payment_services.manual_payment_record(
             landlord=me.landlord,
             tenant=me.tenant,
-            amount_minor=1_000,
+            amount_minor=amount,
             currency="EUR",
             method=Method.CASH,
-            reference=f"cash {day}",
+            reference="",
             received_on=date(2026, 11, day),
             actor=None,
+            invoice=invoice,
         )
-    payment_services.manual_payment_record(
-        landlord=me.landlord,
-        tenant=me.tenant,
-        amount_minor=117_000,
-        currency="EUR",
-        method=Method.CASH,
-        reference="",
-        received_on=date(2026, 11, 21),
-        actor=None,
-        invoice=me.november,
-    )
 
     payments = tenant_client.get(reverse("portal:payments"))
     assert len(payments.context["page"].object_list) == 1
