@@ -227,3 +227,32 @@ def test_a_void_invoice_gives_its_usage_back_to_the_next_bill(landlord):
     insert(lease, date(2026, 12, 31), "115")
     january = _bill(landlord, date(2027, 1, 1))
     assert [a for a, _r in _usage(january)] == [1_500]  # 100 → 115: nothing lost
+
+
+def test_usage_billed_before_lines_recorded_their_reading_is_not_billed_again(landlord):
+    """Metered lines written before migration 0009 have no reading id; the migration
+    finds the reading each billed up to, or every meter would look never billed and
+    its whole history since move-in would be billed once more."""
+    import importlib
+
+    from invoices.models import InvoiceLine
+
+    backfill = importlib.import_module("invoices.migrations.0010_line_meter_reading_backfill")
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    insert(lease, date(2026, 11, 30), "100")
+    insert(lease, date(2026, 12, 15), "110")
+    insert(lease, date(2026, 12, 20), "110", meter="Heat")
+    insert(lease, date(2026, 12, 10), "7", meter="Heat")
+    (december,) = bill_december(landlord=landlord)
+    assert sorted(a for a, _r in _usage(december)) == [1_000, 10_300]
+    billed = dict(InvoiceLine.objects.filter(kind="utility").values_list("pk", "meter_reading_id"))
+    InvoiceLine.objects.update(meter_reading_id=None)  # as written before 0009
+    with connection.cursor() as cursor:
+        cursor.execute(backfill.BACKFILL_SQL)
+    assert (
+        dict(InvoiceLine.objects.filter(kind="utility").values_list("pk", "meter_reading_id"))
+        == billed
+    )
+    insert(lease, date(2026, 12, 31), "115")
+    january = _bill(landlord, date(2027, 1, 1))
+    assert [a for a, _r in _usage(january)] == [500]  # 110 → 115 only
