@@ -466,6 +466,37 @@ def billing_run_progress(*, run: BillingRun) -> dict:
     }
 
 
+def _usage_unbilled(*, period_end: date):
+    """Readings of the lease's unit (the outer query's) that a later reading up to the
+    lease's end date went up from, with no standing line billed up to a reading of that
+    meter after them: usage up to a move-out reading still to bill (decision 0019). A
+    lease whose last usage was zero, or all billed, is not picked up again."""
+    billed_after = MeterReading.objects.filter(
+        unit_id=OuterRef("unit_id"),
+        meter=OuterRef("meter"),
+        reading_date__gt=OuterRef("reading_date"),
+    ).filter(
+        Exists(
+            InvoiceLine.objects.filter(meter_reading_id=OuterRef("pk")).exclude(
+                invoice__state=InvoiceState.VOID
+            )
+        )
+    )
+    went_up = MeterReading.objects.filter(
+        unit_id=OuterRef("unit_id"),
+        meter=OuterRef("meter"),
+        reading_date__gt=OuterRef("reading_date"),
+        reading_date__lte=OuterRef(OuterRef("end_date")),
+        reading_date__lt=period_end,
+        value__gt=OuterRef("value"),
+    )
+    return MeterReading.objects.filter(
+        landlord_id=OuterRef("landlord_id"),
+        unit_id=OuterRef("unit_id"),
+        reading_date__lt=OuterRef("end_date"),
+    ).filter(Exists(went_up), ~Exists(billed_after))
+
+
 def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
     """The leases of `qs` billed in the month `[period_start, period_end)` whose issue
     date has come by `as_of`, invoiced or not. The one statement of the rule, used by
@@ -474,7 +505,9 @@ def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
     A lease's invoice is issued on its billing day, or on move-in if that is later
     (rules.invoice_lines_for); both are in the landlord's local calendar. A lease that
     ended before the month is billed only for one-off charges dated before the month's
-    end and on no invoice of it that stands (its final invoice, decision 0002).
+    end and on no invoice of it that stands, and for metered usage up to its end date
+    not billed yet (its final invoice, decisions 0002 and 0019). Both EXISTS come last
+    in the OR, so only leases already ended evaluate them.
     """
     invoiced = InvoiceLine.objects.filter(
         charge_id=OuterRef("pk"), invoice__lease=OuterRef("lease")
@@ -483,7 +516,10 @@ def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):
         lease=OuterRef("pk"), frequency=ChargeFrequency.ONE_OFF, start_date__lt=period_end
     ).filter(~Exists(invoiced))
     qs = qs.filter(status__in=OCCUPYING_STATUSES, start_date__lt=period_end).filter(
-        Q(end_date__isnull=True) | Q(end_date__gt=period_start) | Exists(outstanding)
+        Q(end_date__isnull=True)
+        | Q(end_date__gt=period_start)
+        | Exists(outstanding)
+        | Exists(_usage_unbilled(period_end=period_end))
     )
     if as_of < period_end:
         qs = qs.filter(

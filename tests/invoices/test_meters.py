@@ -256,3 +256,46 @@ def test_usage_billed_before_lines_recorded_their_reading_is_not_billed_again(la
     insert(lease, date(2026, 12, 31), "115")
     january = _bill(landlord, date(2027, 1, 1))
     assert [a for a, _r in _usage(january)] == [500]  # 110 → 115 only
+
+
+def test_usage_up_to_the_move_out_reading_is_billed_after_the_lease_ended(landlord):
+    """Billed on the 1st, in arrears: the December invoice billed up to 30 November.
+    Ada moves out on 15 December, read that day; January's run bills her those 10
+    units on a final invoice, as it would a one-off charge never billed."""
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    insert(lease, date(2026, 10, 31), "90")
+    insert(lease, date(2026, 11, 30), "100")
+    december = _bill(landlord, date(2026, 12, 1))
+    assert [a for a, _r in _usage(december)] == [1_000]
+    lease.end_date = date(2026, 12, 15)
+    lease.save(update_fields=["end_date"])
+    moved_out = MeterReading.objects.create(
+        landlord=landlord,
+        unit=lease.unit,
+        meter="Cold water",
+        reading_date=date(2026, 12, 15),
+        value=Decimal("110"),
+        rate_minor_per_unit=Decimal("100"),
+    )
+    january = _bill(landlord, date(2027, 1, 1))
+    assert _usage(january) == [(1_000, moved_out.pk)]
+    assert january.total_minor == 1_000  # no rent: the lease ended in December
+
+
+def test_an_ended_lease_whose_usage_was_all_billed_is_not_billed_again(landlord):
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    insert(lease, date(2026, 11, 30), "100")
+    insert(lease, date(2026, 12, 15), "110")
+    lease.end_date = date(2026, 12, 15)
+    lease.save(update_fields=["end_date"])
+    december = _bill(landlord, date(2026, 12, 1))
+    assert [a for a, _r in _usage(december)] == [1_000]
+    services.billing_run_execute(
+        landlord=landlord,
+        period_start=date(2027, 1, 1),
+        as_of=date(2027, 1, 1),
+        started_by="test",
+        on_schedule=True,
+    )
+    run = BillingRun.objects.get(landlord=landlord, period_start=date(2027, 1, 1))
+    assert (run.leases_due, run.invoices_created) == (0, 0)
