@@ -452,3 +452,19 @@ def test_running_again_bills_a_lease_whose_error_was_fixed(
         0,
     )
     assert not BillingRunIssue.objects.filter(run=run).exists()
+
+
+def test_the_due_leases_are_read_without_jit(landlord):
+    """The EXISTS for ended leases inflate the planner's estimate past `jit_above_cost`
+    at 100,000 leases; compiling then costs more than the query (decision 0007)."""
+    from django.test.utils import CaptureQueriesContext
+
+    ChargeFactory(lease=LeaseFactory(unit__property__landlord=landlord))
+    with CaptureQueriesContext(connection) as captured:
+        services.billing_runs_start_due(now=datetime(2026, 12, 1, 12, tzinfo=UTC))
+        services.billing_runs_start_due(now=datetime(2026, 12, 1, 13, tzinfo=UTC))
+    statements = [q["sql"] for q in captured]
+    reads = [i for i, sql in enumerate(statements) if 'FROM "tenants_lease"' in sql]
+    assert len(reads) >= 2  # the start, then the settled check of the second tick
+    for i in reads:
+        assert any(s == "SET LOCAL jit = off" for s in statements[:i]), statements[i]
