@@ -271,6 +271,7 @@ def _row_streams(n: int):
                     "tax_minor": 0,
                     "service_start": start,
                     "service_end": end,
+                    "meter_reading_id": None,
                 }
 
     def transactions():
