@@ -991,6 +991,11 @@ def _bill_runs(
         for c in lease_terms.charges
         if c.frequency == ChargeFrequency.ONE_OFF
     ]
+    if one_off_ids:
+        # Two months' runs may bill one lease at once (a late December beside the
+        # January tick): the second waits here until the first commits, then reads the
+        # lines it wrote, so a one-off is billed once. Only chunks with one-offs lock.
+        _rows_lock(Charge, one_off_ids)
     billed_one_offs = (
         frozenset(
             InvoiceLine.objects.filter(invoice__lease_id__in=ids, charge_id__in=one_off_ids)
@@ -1008,10 +1013,12 @@ def _bill_runs(
     for owner in owners:
         if settings[owner][2]:  # the landlord has meter readings
             run = runs[owner]
+            unit_ids = sorted({unit_of[pk] for pk in ids if owner_of[pk] == owner})
+            # As for one-offs: two months' chunks of one unit take turns, so the second
+            # starts from the readings the first billed up to (decision 0019).
+            _rows_lock(Unit, unit_ids)
             meters |= _meter_readings(
-                landlord=run.landlord,
-                unit_ids=sorted({unit_of[pk] for pk in ids if owner_of[pk] == owner}),
-                period_end=run.period_end,
+                landlord=run.landlord, unit_ids=unit_ids, period_end=run.period_end
             )
 
     work = {
@@ -1095,6 +1102,18 @@ def _bill_runs(
         sum(o[1] for o in outcomes.values()),
         sum(o[2] for o in outcomes.values()),
         tuple(notification_ids),
+    )
+
+
+def _rows_lock(model, ids: Sequence[int]) -> None:
+    """Lock `model`'s rows `ids` for this transaction, in id order (so two lockers never
+    deadlock). NO KEY UPDATE: rows referencing them (a reading of a unit) can still be
+    written meanwhile; another chunk locking the same rows waits."""
+    list(
+        model._base_manager.filter(pk__in=ids)
+        .order_by("pk")
+        .select_for_update(no_key=True)
+        .values_list("pk", flat=True)
     )
 
 
