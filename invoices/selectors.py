@@ -471,10 +471,13 @@ def _usage_unbilled(*, period_end: date):
     lease's end date went up from, with no standing line billed up to a reading of that
     meter after them: usage up to a move-out reading still to bill (decision 0019). A
     lease whose last usage was zero, or all billed, is not picked up again."""
+    # Up to the lease's end only: the next tenant's bill going past the move-out
+    # reading does not bill the usage before it (services._meter_readings).
     billed_after = MeterReading.objects.filter(
         unit_id=OuterRef("unit_id"),
         meter=OuterRef("meter"),
         reading_date__gt=OuterRef("reading_date"),
+        reading_date__lte=OuterRef(OuterRef("end_date")),
     ).filter(
         Exists(
             InvoiceLine.objects.filter(meter_reading_id=OuterRef("pk")).exclude(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -1017,8 +1017,14 @@ def _bill_runs(
             # As for one-offs: two months' chunks of one unit take turns, so the second
             # starts from the readings the first billed up to (decision 0019).
             _rows_lock(Unit, unit_ids)
+            ends: dict[int, date] = {}
+            for lease_id in ids:
+                end = terms[lease_id].end_date
+                if owner_of[lease_id] == owner and end is not None:
+                    unit_id = unit_of[lease_id]
+                    ends[unit_id] = min(end, ends.get(unit_id, end))
             meters |= _meter_readings(
-                landlord=run.landlord, unit_ids=unit_ids, period_end=run.period_end
+                landlord=run.landlord, unit_ids=unit_ids, period_end=run.period_end, ends=ends
             )
 
     work = {
@@ -1118,7 +1124,11 @@ def _rows_lock(model, ids: Sequence[int]) -> None:
 
 
 def _meter_readings(
-    *, landlord: Landlord, unit_ids: Sequence[int], period_end: date
+    *,
+    landlord: Landlord,
+    unit_ids: Sequence[int],
+    period_end: date,
+    ends: Mapping[int, date] | None = None,
 ) -> dict[int, dict[str, list[tuple]]]:
     """Per unit and meter, the readings not billed yet, oldest first, in one query:
     from the latest reading a standing (not void) invoice line billed up to, or, for a
@@ -1129,25 +1139,38 @@ def _meter_readings(
     a reading dated in a month already billed but entered afterwards (read on the 30th,
     typed in on the 3rd) is billed on the next invoice instead of falling between two
     months.
+
+    `ends` (unit id -> the earliest end date of the leases billed on it that have one)
+    keeps, for a lease that ended, the readings from the latest one billed up to its
+    end: the next tenant's bill, written first (another chunk), went past its move-out
+    reading, and from there on its usage up to that reading would be on no invoice.
+    Each row ends with whether a standing line billed up to it (`_meter_usage`).
     """
     if not unit_ids:
         return {}
+    ends = ends or {}
     with connection.cursor() as cursor:
         cursor.execute(
             "WITH billed AS ("
-            " SELECT r.unit_id, r.meter, max(r.reading_date) AS upto"
+            " SELECT DISTINCT r.id, r.unit_id, r.meter, r.reading_date"
             " FROM invoices_meterreading r"
             " JOIN invoices_invoiceline l ON l.meter_reading_id = r.id"
             " JOIN invoices_invoice i ON i.id = l.invoice_id"
             " WHERE r.landlord_id = %s AND r.unit_id = ANY(%s::bigint[])"
-            " AND i.landlord_id = %s AND i.state <> %s"
-            " GROUP BY r.unit_id, r.meter)"
-            " SELECT m.id, m.unit_id, m.meter, m.reading_date, m.value, m.rate_minor_per_unit"
+            " AND i.landlord_id = %s AND i.state <> %s),"
+            " cut AS (SELECT * FROM unnest(%s::bigint[], %s::date[]) AS c(unit_id, until)),"
+            " start AS (SELECT b.unit_id, b.meter, max(b.reading_date) AS upto"
+            " FROM billed b JOIN cut c ON c.unit_id = b.unit_id"
+            " WHERE c.until IS NULL OR b.reading_date <= c.until"
+            " GROUP BY b.unit_id, b.meter)"
+            " SELECT m.id, m.unit_id, m.meter, m.reading_date, m.value, m.rate_minor_per_unit,"
+            " EXISTS (SELECT 1 FROM billed b WHERE b.id = m.id)"
             " FROM invoices_meterreading m"
-            " LEFT JOIN billed b ON b.unit_id = m.unit_id AND b.meter = m.meter"
+            " LEFT JOIN start s ON s.unit_id = m.unit_id AND s.meter = m.meter"
             " WHERE m.landlord_id = %s AND m.unit_id = ANY(%s::bigint[])"
-            " AND m.reading_date < %s AND (b.upto IS NULL OR m.reading_date >= b.upto)",
+            " AND m.reading_date < %s AND (s.upto IS NULL OR m.reading_date >= s.upto)",
             [landlord.pk, list(unit_ids), landlord.pk, InvoiceState.VOID]
+            + [list(unit_ids), [ends.get(pk) for pk in unit_ids]]
             + [landlord.pk, list(unit_ids), period_end],
         )
         rows = cursor.fetchall()
@@ -1160,15 +1183,16 @@ def _meter_readings(
 def _meter_usage(
     by_meter: dict[str, list[tuple]], *, lease: rules.LeaseTerms
 ) -> list[rules.MeterReadings]:
-    """The lease's usage of its unit's meters (`_meter_readings` rows: not billed yet).
+    """The lease's usage of its unit's meters (`_meter_readings` rows).
 
-    A meter's usage runs from its first unbilled reading to its latest, priced at that
-    latest reading's rate. A unit let to two leases in turn has its meters read at the
-    changeover: each lease's usage runs only between readings within its own dates (a
-    reading on the changeover day ends one and starts the other), so no unit consumed
-    is billed to both, and what was consumed before a move-in is not the new tenant's.
-    A meter whose readings go down anywhere on the way is passed as that decreasing
-    pair, so the rules report it instead of billing a netted figure.
+    A meter's usage runs from the latest reading billed up to within the lease's dates
+    (or its first one) to its latest, priced at that latest reading's rate. A unit
+    let to two leases in turn has its meters read at the changeover: each lease's usage
+    runs only between readings within its own dates (a reading on the changeover day
+    ends one and starts the other), so no unit consumed is billed to both, and what was
+    consumed before a move-in is not the new tenant's. A meter whose readings go down
+    anywhere on the way is passed as that decreasing pair, so the rules report it
+    instead of billing a netted figure.
     """
     usage = []
     for meter, readings in sorted(by_meter.items()):
@@ -1177,6 +1201,10 @@ def _meter_usage(
         moved_in = [r for r in readings if r[3] <= lease.start_date]
         if moved_in:
             readings = [r for r in readings if r[3] >= moved_in[-1][3]]
+        # From the latest reading billed up to within the lease's dates.
+        start = [i for i, r in enumerate(readings) if r[6]]
+        if start:
+            readings = readings[start[-1] :]
         if len(readings) < 2:
             continue  # a baseline only: nothing consumed since it yet
         first, last = readings[0], readings[-1]

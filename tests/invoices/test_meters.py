@@ -299,3 +299,32 @@ def test_an_ended_lease_whose_usage_was_all_billed_is_not_billed_again(landlord)
     )
     run = BillingRun.objects.get(landlord=landlord, period_start=date(2027, 1, 1))
     assert (run.leases_due, run.invoices_created) == (0, 0)
+
+
+def test_a_move_out_reading_is_billed_when_the_new_tenants_chunk_runs_first(landlord):
+    """Ada moved out on 15 December, Bea in; January's run bills both from the
+    changeover reading. In two chunks, Bea's billed first: Ada's 10 units are still hers."""
+    ada = lease_with_charges(landlord=landlord, renter="Ada Out", rent_minor=100_000)
+    insert(ada, date(2026, 11, 30), "100")
+    ada.end_date = date(2026, 12, 15)
+    ada.save(update_fields=["end_date"])
+    _bill(landlord, date(2026, 12, 1))
+    bea = LeaseFactory(unit=ada.unit, start_date=date(2026, 12, 15))
+    ChargeFactory(lease=bea, amount_minor=120_000)
+    insert(ada, date(2026, 12, 15), "110")
+    insert(ada, date(2026, 12, 31), "125")
+    run, chunks = services.billing_run_start(
+        landlord=landlord, period_start=date(2027, 1, 1), as_of=date(2027, 1, 1), chunk_size=1
+    )
+    assert sorted(chunks) == sorted([[ada.pk], [bea.pk]])
+    for lease in (bea, ada):
+        services.billing_run_process_chunk(run_id=run.pk, lease_ids=[lease.pk])
+    usage = {
+        lease.pk: list(
+            Invoice.objects.get(lease=lease, period_start=date(2027, 1, 1))
+            .lines.filter(kind="utility")
+            .values_list("amount_minor", flat=True)
+        )
+        for lease in (ada, bea)
+    }
+    assert usage == {ada.pk: [1_000], bea.pk: [1_500]}
