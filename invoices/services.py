@@ -1186,8 +1186,10 @@ def _meter_usage(
     """The lease's usage of its unit's meters (`_meter_readings` rows).
 
     A meter's usage runs from the latest reading billed up to within the lease's dates
-    (or its first one) to its latest, priced at that latest reading's rate. A unit
-    let to two leases in turn has its meters read at the changeover: each lease's usage
+    (or its first one) to its latest, priced at that latest reading's rate. A reading
+    priced at 0 before the latest ends what was consumed for nothing: no line bills it,
+    and a rate set later does not price it. A unit let to two leases in turn has its
+    meters read at the changeover: each lease's usage
     runs only between readings within its own dates (a reading on the changeover day
     ends one and starts the other), so no unit consumed is billed to both, and what was
     consumed before a move-in is not the new tenant's. A meter whose readings go down
@@ -1201,8 +1203,10 @@ def _meter_usage(
         moved_in = [r for r in readings if r[3] <= lease.start_date]
         if moved_in:
             readings = [r for r in readings if r[3] >= moved_in[-1][3]]
-        # From the latest reading billed up to within the lease's dates.
-        start = [i for i, r in enumerate(readings) if r[6]]
+        # From the latest reading billed up to within the lease's dates, and from the
+        # latest one priced at 0 before the last: usage up to it was billed at nothing
+        # (no line is written for it), not owed at a rate set later.
+        start = [i for i, r in enumerate(readings) if r[6] or (r[5] == 0 and i < len(readings) - 1)]
         if start:
             readings = readings[start[-1] :]
         if len(readings) < 2:

@@ -328,3 +328,17 @@ def test_a_move_out_reading_is_billed_when_the_new_tenants_chunk_runs_first(land
         for lease in (ada, bea)
     }
     assert usage == {ada.pk: [1_000], bea.pk: [1_500]}
+
+
+def test_usage_up_to_a_reading_priced_at_zero_is_not_billed_again_at_a_later_rate(landlord):
+    """Water was included in the rent (readings at rate 0) until December's reading,
+    priced at 100: January bills December's 10 units, not the meter's whole history
+    since it was first read at the new rate."""
+    lease = lease_with_charges(landlord=landlord, renter="Ada Meter", rent_minor=100_000)
+    record(lease, date(2026, 10, 31), "100", rate="0")
+    record(lease, date(2026, 11, 30), "150", rate="0")
+    december = _bill(landlord, date(2026, 12, 1))
+    assert _usage(december) == []  # 50 units at 0: nothing to bill
+    record(lease, date(2026, 12, 31), "160", rate="100")
+    january = _bill(landlord, date(2027, 1, 1))
+    assert [a for a, _r in _usage(january)] == [1_000]  # 150 → 160
