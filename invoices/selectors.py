@@ -493,11 +493,19 @@ def _usage_unbilled(*, period_end: date):
         reading_date__lt=period_end,
         value__gt=OuterRef("value"),
     )
+    # Usage before the move-in reading (the unit empty, or the previous tenant's) is
+    # not this lease's: `services._meter_usage` starts there.
+    before_move_in = MeterReading.objects.filter(
+        unit_id=OuterRef("unit_id"),
+        meter=OuterRef("meter"),
+        reading_date__gt=OuterRef("reading_date"),
+        reading_date__lte=OuterRef(OuterRef("start_date")),
+    )
     return MeterReading.objects.filter(
         landlord_id=OuterRef("landlord_id"),
         unit_id=OuterRef("unit_id"),
         reading_date__lt=OuterRef("end_date"),
-    ).filter(Exists(went_up), ~Exists(billed_after))
+    ).filter(Exists(went_up), ~Exists(billed_after), ~Exists(before_move_in))
 
 
 def leases_issued_by(qs, *, period_start: date, period_end: date, as_of: date):

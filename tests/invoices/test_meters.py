@@ -342,3 +342,21 @@ def test_usage_up_to_a_reading_priced_at_zero_is_not_billed_again_at_a_later_rat
     record(lease, date(2026, 12, 31), "160", rate="100")
     january = _bill(landlord, date(2027, 1, 1))
     assert [a for a, _r in _usage(january)] == [1_000]  # 150 → 160
+
+
+def test_an_ended_lease_that_used_nothing_is_not_picked_up_every_month(landlord):
+    """The unit's meter went up while it stood empty, before Bea moved in (read then);
+    she used nothing. Her ended lease has no usage to bill: no run takes it on again."""
+    bea = lease_with_charges(landlord=landlord, renter="Bea Empty", rent_minor=100_000)
+    bea.start_date, bea.end_date = date(2026, 12, 1), date(2026, 12, 20)
+    bea.save(update_fields=["start_date", "end_date"])
+    insert(bea, date(2026, 11, 1), "100")  # read while empty
+    insert(bea, date(2026, 12, 1), "110")  # move-in
+    insert(bea, date(2026, 12, 20), "110")  # move-out
+    _bill(landlord, date(2026, 12, 1))
+    for month in (date(2027, 1, 1), date(2027, 2, 1)):
+        services.billing_run_execute(
+            landlord=landlord, period_start=month, as_of=month, started_by="test", on_schedule=True
+        )
+        run = BillingRun.objects.get(landlord=landlord, period_start=month)
+        assert (run.leases_due, run.skipped) == (0, 0)
