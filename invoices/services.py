@@ -1164,7 +1164,7 @@ def _meter_readings(
             " WHERE c.until IS NULL OR b.reading_date <= c.until"
             " GROUP BY b.unit_id, b.meter)"
             " SELECT m.id, m.unit_id, m.meter, m.reading_date, m.value, m.rate_minor_per_unit,"
-            " EXISTS (SELECT 1 FROM billed b WHERE b.id = m.id)"
+            " m.id IN (SELECT b.id FROM billed b)"
             " FROM invoices_meterreading m"
             " LEFT JOIN start s ON s.unit_id = m.unit_id AND s.meter = m.meter"
             " WHERE m.landlord_id = %s AND m.unit_id = ANY(%s::bigint[])"
