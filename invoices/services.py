@@ -1189,12 +1189,11 @@ def _meter_usage(
     (or its first one) to its latest, priced at that latest reading's rate. A reading
     priced at 0 before the latest ends what was consumed for nothing: no line bills it,
     and a rate set later does not price it. A unit let to two leases in turn has its
-    meters read at the changeover: each lease's usage
-    runs only between readings within its own dates (a reading on the changeover day
-    ends one and starts the other), so no unit consumed is billed to both, and what was
-    consumed before a move-in is not the new tenant's. A meter whose readings go down
-    anywhere on the way is passed as that decreasing pair, so the rules report it
-    instead of billing a netted figure.
+    meters read at the changeover: each lease's usage runs only between readings within
+    its own dates (a reading on the changeover day ends one and starts the other), so
+    no unit consumed is billed to both, and what was consumed before a move-in is not
+    the new tenant's. A meter whose readings go down anywhere on the way is passed as
+    that decreasing pair, so the rules report it instead of billing a netted figure.
     """
     usage = []
     for meter, readings in sorted(by_meter.items()):
