@@ -16,6 +16,16 @@ from payments.models import Method, Payment, PaymentStatus
 from tests.dunning.factories import BERLIN, autopay_on, other_landlord_world, renters
 from tests.payments.helpers import books_ok
 
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+
+
+def _renter_on_autopay(landlord, other_landlord):
+    """Landlord A's one Berlin renter, autopay on, due on the 5th; landlord B alongside."""
+    other_landlord_world(other_landlord)
+    (renter,) = renters(landlord, BERLIN)
+    autopay_on(renter)
+    return renter
+
 
 def _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now):
     real = fake_stripe.payment_intent_create
@@ -36,10 +46,8 @@ def _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now):
 def test_a_stuck_autopay_attempt_waits_for_a_bank_debit_the_tenant_started_meanwhile(
     landlord, other_landlord, fake_stripe, monkeypatch, time_machine
 ):
-    other_landlord_world(other_landlord)
-    (renter,) = renters(landlord, BERLIN)
-    autopay_on(renter)
-    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    renter = _renter_on_autopay(landlord, other_landlord)
+    now = NOW
     time_machine.move_to(now, tick=False)
     _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now)
     # The tenant pays the invoice from the portal by SEPA debit: days in `processing`.
@@ -72,10 +80,8 @@ def test_a_stuck_autopay_attempt_waits_for_a_bank_debit_the_tenant_started_meanw
 def test_a_stuck_autopay_attempt_does_not_charge_its_old_amount_after_a_part_payment(
     landlord, other_landlord, fake_stripe, monkeypatch, time_machine
 ):
-    other_landlord_world(other_landlord)
-    (renter,) = renters(landlord, BERLIN)
-    autopay_on(renter)
-    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    renter = _renter_on_autopay(landlord, other_landlord)
+    now = NOW
     time_machine.move_to(now, tick=False)
     step = _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now)
     # Staff record a cheque for most of the rent while the attempt is stuck.
@@ -110,10 +116,8 @@ def test_a_stuck_attempt_on_an_invoice_replaced_since_neither_blocks_nor_charges
 
     from invoices import services as invoice_services
 
-    other_landlord_world(other_landlord)
-    (renter,) = renters(landlord, BERLIN)
-    autopay_on(renter)
-    now = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    renter = _renter_on_autopay(landlord, other_landlord)
+    now = NOW
     time_machine.move_to(now, tick=False)
     step = _first_attempt_never_reaches_stripe(fake_stripe, monkeypatch, renter, now)
     # An hour later the landlord records that the tenant leaves on the 16th.

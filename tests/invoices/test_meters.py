@@ -34,7 +34,7 @@ def record(lease, day, value, rate="215.5", meter="Cold water"):
 
 
 def insert(lease, day, value, meter="Cold water"):
-    MeterReading.objects.create(
+    return MeterReading.objects.create(
         landlord=lease.landlord,
         unit=lease.unit,
         meter=meter,
@@ -199,14 +199,7 @@ def test_a_reading_entered_after_its_month_was_billed_is_billed_next_month(landl
     insert(lease, date(2026, 10, 31), "100")
     november = _bill(landlord, date(2026, 11, 1))  # nothing read in November yet
     assert _usage(november) == []
-    late = MeterReading.objects.create(
-        landlord=landlord,
-        unit=lease.unit,
-        meter="Cold water",
-        reading_date=date(2026, 11, 30),
-        value=Decimal("112.5"),
-        rate_minor_per_unit=Decimal("100"),
-    )
+    late = insert(lease, date(2026, 11, 30), "112.5")
     december = _bill(landlord, date(2026, 12, 1))
     assert _usage(december) == [(1_250, late.pk)]  # 12.5 units since 31 October
     insert(lease, date(2026, 12, 31), "120")
@@ -269,14 +262,7 @@ def test_usage_up_to_the_move_out_reading_is_billed_after_the_lease_ended(landlo
     assert [a for a, _r in _usage(december)] == [1_000]
     lease.end_date = date(2026, 12, 15)
     lease.save(update_fields=["end_date"])
-    moved_out = MeterReading.objects.create(
-        landlord=landlord,
-        unit=lease.unit,
-        meter="Cold water",
-        reading_date=date(2026, 12, 15),
-        value=Decimal("110"),
-        rate_minor_per_unit=Decimal("100"),
-    )
+    moved_out = insert(lease, date(2026, 12, 15), "110")
     january = _bill(landlord, date(2027, 1, 1))
     assert _usage(january) == [(1_000, moved_out.pk)]
     assert january.total_minor == 1_000  # no rent: the lease ended in December
