@@ -10,7 +10,7 @@ there and writes nothing.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -702,11 +702,28 @@ def _allocate_numbers(*, landlord: Landlord, series: str, year: int, count: int)
     return [f"{series}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
+def _numbers_by_issue_year(
+    *, landlord: Landlord, series: str, dated: Sequence[tuple[int, date]]
+) -> dict[int, str]:
+    """Numbers for invoices (id, issue date), in the given order within each year: a
+    number's year is its invoice's issue year, so a December invoice written on 2 January
+    is INV-2027-…, in the series of the year it was issued in (decision 0020)."""
+    numbers: dict[int, str] = {}
+    for year in sorted({day.year for _pk, day in dated}):
+        of_year = [pk for pk, day in dated if day.year == year]
+        allocated = _allocate_numbers(
+            landlord=landlord, series=series, year=year, count=len(of_year)
+        )
+        numbers.update(zip(of_year, allocated, strict=True))
+    return numbers
+
+
 def _allocate_numbers_and_ids(
     *, counters: Sequence[tuple[int, str, int, int]], invoices: int, notifications: int
-) -> tuple[dict[int, list[str]], list[int], list[int]]:
+) -> tuple[dict[tuple[int, int], list[str]], list[int], list[int]]:
     """For each (landlord id, series, year, count) of `counters`, `count` consecutive
-    numbers as `_allocate_numbers` gives them, plus `invoices` invoice ids and
+    numbers as `_allocate_numbers` gives them, by (landlord id, year), plus `invoices`
+    invoice ids and
     `notifications` outbox ids from the tables' sequences: one round trip.
 
     The counters are upserted in landlord order (so two callers lock them in the same
@@ -725,8 +742,8 @@ def _allocate_numbers_and_ids(
             " WITH ORDINALITY AS v(landlord_id, series, year, n, i) ORDER BY v.i"
             " ON CONFLICT (landlord_id, series, year) DO UPDATE"
             " SET last_number = invoices_invoicenumbercounter.last_number + EXCLUDED.last_number,"
-            " updated_at = now() RETURNING landlord_id, last_number)"
-            " SELECT ARRAY(SELECT ARRAY[landlord_id, last_number] FROM counter),"
+            " updated_at = now() RETURNING landlord_id, year, last_number)"
+            " SELECT ARRAY(SELECT ARRAY[landlord_id, year, last_number] FROM counter),"
             " ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_invoice', 'id')::regclass))"
             " FROM generate_series(1, %s)),"
             " ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('invoices_notification', 'id')::regclass))"
@@ -735,11 +752,13 @@ def _allocate_numbers_and_ids(
             prepare=True,
         )
         lasts, invoice_ids, notification_ids = cursor.fetchone()
-    last_of = dict(map(tuple, lasts or ()))
+    last_of = {(landlord_id, year): last for landlord_id, year, last in lasts or ()}
     numbers = {
-        landlord_id: [
+        (landlord_id, year): [
             f"{series}-{year}-{n:06d}"
-            for n in range(last_of[landlord_id] - count + 1, last_of[landlord_id] + 1)
+            for n in range(
+                last_of[(landlord_id, year)] - count + 1, last_of[(landlord_id, year)] + 1
+            )
         ]
         for landlord_id, series, year, count in counters
     }
@@ -1324,14 +1343,12 @@ def _write_invoices(
     to_notify = 0
     for item in items:
         if not item.settings_row.review_drafts:
-            counters.append(
-                (
-                    item.run.landlord_id,
-                    item.settings_row.number_prefix,
-                    item.run.period_start.year,
-                    len(item.drafts),
-                )
-            )
+            # A number's year is its invoice's issue year (decision 0020).
+            per_year = Counter(draft.issue_date.year for _lease_id, draft in item.drafts)
+            counters += [
+                (item.run.landlord_id, item.settings_row.number_prefix, year, count)
+                for year, count in sorted(per_year.items())
+            ]
             if item.settings_row.send_emails:
                 to_notify += sum(1 for lease_id, _d in item.drafts if bill_to[lease_id][2])
     numbers_of, invoice_ids, notification_ids = _allocate_numbers_and_ids(
@@ -1351,7 +1368,14 @@ def _write_invoices(
         issue_now = not item.settings_row.review_drafts
         emails = issue_now and item.settings_row.send_emails
         state = InvoiceState.ISSUED if issue_now else InvoiceState.DRAFT
-        numbers = numbers_of.get(landlord.pk) or [None] * len(item.drafts)
+        if issue_now:
+            of_year = {
+                year: iter(numbers_of[(landlord.pk, year)])
+                for year in {draft.issue_date.year for _lease_id, draft in item.drafts}
+            }
+            numbers = [next(of_year[draft.issue_date.year]) for _lease_id, draft in item.drafts]
+        else:
+            numbers = [None] * len(item.drafts)
         landlord_postings: list[ledger.Posting] = []
         midnights: dict[date, datetime] = {}
         for (lease_id, draft), number in zip(item.drafts, numbers, strict=True):
@@ -1751,13 +1775,13 @@ def lease_end_and_rebill(
     ]
     numbers: dict[int, str] = {}
     if needs_number:
-        series = invoice_settings_get(landlord=landlord).number_prefix
-        for year in sorted({invoice.period_start.year for invoice in needs_number}):
-            of_year = [i for i in needs_number if i.period_start.year == year]
-            allocated = _allocate_numbers(
-                landlord=landlord, series=series, year=year, count=len(of_year)
-            )
-            numbers.update(zip((i.pk for i in of_year), allocated, strict=True))
+        # The replacements are dated today (`_invoice_replace`).
+        today = timezone.localdate(timezone.now(), landlord.tz)
+        numbers = _numbers_by_issue_year(
+            landlord=landlord,
+            series=invoice_settings_get(landlord=landlord).number_prefix,
+            dated=[(invoice.pk, today) for invoice in needs_number],
+        )
     voided: list[Invoice] = []
     replacements: list[Invoice] = []
     drafts_changed = 0
@@ -2085,12 +2109,12 @@ def billing_run_issue(*, run: BillingRun, actor) -> int:
             .values_list("invoice_id", "kind", "amount_minor", "tax_minor")
         ):
             lines[invoice_id].append(_StoredLine(kind, amount, tax_minor))
-        numbers = _allocate_numbers(
+        number_of = _numbers_by_issue_year(
             landlord=landlord,
             series=settings_row.number_prefix,
-            year=run.period_start.year,
-            count=len(drafts),
+            dated=[(d[0], d[4]) for d in drafts],
         )
+        numbers = [number_of[d[0]] for d in drafts]
         ids = [d[0] for d in drafts]
         with connection.cursor() as cursor:
             cursor.execute(

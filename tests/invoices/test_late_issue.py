@@ -162,3 +162,56 @@ def test_the_run_now_page_says_a_late_month_is_dated_today(
     time_machine.move_to(berlin(date(2026, 12, 7), 10), tick=False)
     page = staff_client.get("/app/billing/run/", {"month": "2026-11"}).content.decode()
     assert "it is dated today and due after the lease's due days" in page
+
+
+def test_a_number_carries_the_year_its_invoice_is_issued_in(
+    landlord, late_lease, time_machine, django_capture_on_commit_callbacks
+):
+    """December billed on 2 January (a run resumed after the holidays), drafts of
+    December issued in January and a replacement written in January are numbered in
+    2027's series, the year on the invoice; each series stays consecutive."""
+    from tests.invoices.factories import lease_with_charges
+
+    on_time = lease_with_charges(landlord=landlord, renter="Ann Early")
+    time_machine.move_to(berlin(date(2026, 12, 20), 10), tick=False)
+    services.billing_run_execute(
+        landlord=landlord, period_start=NOV, as_of=date(2026, 12, 20), started_by="test"
+    )
+    november = Invoice.objects.filter(landlord=landlord, period_start=NOV)
+    assert sorted(i.number for i in november) == ["INV-2026-000001", "INV-2026-000002"]
+
+    time_machine.move_to(berlin(date(2027, 1, 2), 10), tick=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.billing_run_start_now(
+            landlord=landlord,
+            period_start=DEC,
+            as_of=date(2027, 1, 2),
+            actor=UserFactory(username="owner@example.test"),
+        )
+    december = list(Invoice.objects.filter(landlord=landlord, period_start=DEC).order_by("number"))
+    assert [(i.issue_date, i.number) for i in december] == [
+        (date(2027, 1, 2), "INV-2027-000001"),
+        (date(2027, 1, 2), "INV-2027-000002"),
+    ]
+    ended = services.lease_end_and_rebill(
+        landlord=landlord,
+        lease=on_time,
+        end_date=date(2026, 12, 16),
+        reason="Moved out",
+        actor=UserFactory(username="manager@example.test"),
+    )
+    (replacement,) = ended.replacements
+    assert (replacement.issue_date, replacement.number) == (date(2027, 1, 2), "INV-2027-000003")
+
+
+def test_drafts_issued_in_the_next_year_take_its_series(
+    landlord, late_lease, time_machine, django_capture_on_commit_callbacks
+):
+    InvoiceSettings.objects.create(landlord=landlord, review_drafts=True)
+    time_machine.move_to(berlin(DEC, 7), tick=False)
+    run = run_now(landlord, DEC, django_capture_on_commit_callbacks)
+    time_machine.move_to(berlin(date(2027, 1, 4), 10), tick=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.billing_run_issue(run=run, actor=None)
+    (invoice,) = Invoice.objects.filter(billing_run=run)
+    assert (invoice.issue_date, invoice.number) == (date(2027, 1, 4), "INV-2027-000001")
