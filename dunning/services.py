@@ -660,11 +660,16 @@ def _payment_in_flight(invoice: Invoice) -> bool:
     An autopay attempt whose Stripe call is under way (its step still `pending`) counts
     too: a late fee or a reminder must not race a charge that is about to succeed."""
     return (
-        Payment.objects.filter(tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING)
-        .filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
-        .exists()
+        _processing_towards(invoice).exists()
         or DunningStep.objects.filter(invoice=invoice, status=StepStatus.PENDING).exists()
     )
+
+
+def _processing_towards(invoice: Invoice):
+    """The tenant's payments still processing towards this invoice or their balance."""
+    return Payment.objects.filter(
+        tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING
+    ).filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
 
 
 def _reclaim_held(invoice: Invoice, step: DunningStep, *, now: datetime) -> str:
@@ -687,9 +692,7 @@ def _reclaim_held(invoice: Invoice, step: DunningStep, *, now: datetime) -> str:
     attempt = Payment.objects.filter(
         landlord_id=invoice.landlord_id, idempotency_key=f"autopay:{invoice.pk}:{step.attempt}"
     ).first()
-    others = Payment.objects.filter(
-        tenant_id=invoice.tenant_id, status=PaymentStatus.PROCESSING
-    ).filter(Q(invoice_id=invoice.pk) | Q(invoice__isnull=True))
+    others = _processing_towards(invoice)
     if attempt is not None:
         others = others.exclude(pk=attempt.pk)
     if others.exists():
